@@ -1,0 +1,336 @@
+//! Catalog routes: datasets, splits, classes, items and item metadata.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::extract::{Params, Path, RawPairs};
+use super::response;
+use crate::catalog::{Dataset, Item, Kind, Layout, Snapshot, Split};
+use crate::error::AppError;
+use crate::imaging::DecodeOptions;
+use crate::pipeline;
+use crate::state::AppState;
+
+/// Default page size of item listings.
+pub const DEFAULT_PAGE: usize = 100;
+
+pub(crate) async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, AppError> {
+    Ok(state.catalog.snapshot().await?)
+}
+
+pub(crate) fn dataset<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Dataset, AppError> {
+    snap.datasets.get(name).ok_or_else(|| AppError::NotFound {
+        what: "dataset",
+        name: name.into(),
+        available: snap.datasets.keys().cloned().collect(),
+    })
+}
+
+pub(crate) fn split<'a>(ds: &'a Dataset, name: &str) -> Result<&'a Split, AppError> {
+    ds.split(name).ok_or_else(|| AppError::NotFound {
+        what: "split",
+        name: name.into(),
+        available: ds.split_names(),
+    })
+}
+
+pub(crate) fn item<'a>(ds: &Dataset, sp: &'a Split, id: &str) -> Result<&'a Item, AppError> {
+    const SHOWN: usize = 20;
+    sp.item(id).ok_or_else(|| {
+        let mut available: Vec<String> = sp
+            .items
+            .iter()
+            .take(SHOWN - 1)
+            .map(|i| i.id.clone())
+            .collect();
+        if sp.items.len() > SHOWN {
+            available.push(format!(
+                "... {} items in all: page through /v1/datasets/{}/splits/{}/items",
+                sp.items.len(),
+                ds.name,
+                sp.name
+            ));
+        }
+        AppError::NotFound {
+            what: "item",
+            name: id.into(),
+            available,
+        }
+    })
+}
+
+fn source(state: &AppState, ds: &Dataset) -> String {
+    let base = state.store.describe();
+    let sep = if base.ends_with('/') { "" } else { "/" };
+    format!("{base}{sep}{}", ds.root)
+}
+
+fn item_url(ds: &Dataset, sp: &Split, it: &Item) -> String {
+    format!(
+        "/v1/datasets/{}/splits/{}/items/{}",
+        ds.name, sp.name, it.id
+    )
+}
+
+#[derive(Serialize)]
+struct SplitCount {
+    name: String,
+    count: usize,
+}
+
+fn split_counts(ds: &Dataset) -> Vec<SplitCount> {
+    ds.splits
+        .iter()
+        .map(|s| SplitCount {
+            name: s.name.clone(),
+            count: s.items.len(),
+        })
+        .collect()
+}
+
+/// `GET /v1/datasets`
+pub async fn list_datasets(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    Params::new(q, &[])?;
+    let snap = snapshot(&state).await?;
+    let list: Vec<Value> = snap
+        .datasets
+        .values()
+        .map(|ds| {
+            json!({
+                "name": ds.name,
+                "kind": ds.kind,
+                "layout": ds.layout,
+                "splits": ds.split_names(),
+                "items": ds.item_count(),
+                "source": source(&state, ds),
+                "url": format!("/v1/datasets/{}", ds.name),
+            })
+        })
+        .collect();
+    Ok(response::json(&headers, &list))
+}
+
+/// `GET /v1/datasets/{dataset}`
+pub async fn get_dataset(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    Params::new(q, &[])?;
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &name)?;
+    let mut body = json!({
+        "name": ds.name,
+        "kind": ds.kind,
+        "layout": ds.layout,
+        "source": source(&state, ds),
+        "items": ds.item_count(),
+        "splits": split_counts(ds),
+    });
+    match ds.kind {
+        Kind::Classification => {
+            let per_split: Vec<Vec<usize>> = ds
+                .splits
+                .iter()
+                .map(|s| s.class_counts(ds.classes.len()))
+                .collect();
+            let classes: Vec<Value> = ds
+                .classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let counts: BTreeMap<&str, usize> = ds
+                        .splits
+                        .iter()
+                        .zip(&per_split)
+                        .map(|(s, cs)| (s.name.as_str(), cs[i]))
+                        .collect();
+                    json!({"name": c, "index": i, "counts": counts})
+                })
+                .collect();
+            body["classes"] = Value::Array(classes);
+        }
+        Kind::Segmentation => {
+            body["labels"] = json!(ds.labels);
+            if ds.layout == Layout::Decathlon {
+                body["info"] = json!(ds.info);
+            }
+        }
+    }
+    Ok(response::json(&headers, &body))
+}
+
+/// `GET /v1/datasets/{dataset}/splits`
+pub async fn list_splits(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    Params::new(q, &[])?;
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &name)?;
+    Ok(response::json(&headers, &split_counts(ds)))
+}
+
+/// `GET /v1/datasets/{dataset}/splits/{split}/classes`
+pub async fn list_classes(
+    State(state): State<AppState>,
+    Path((name, split_name)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    Params::new(q, &[])?;
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &name)?;
+    let sp = split(ds, &split_name)?;
+    if ds.kind != Kind::Classification {
+        return Err(AppError::NotApplicable(format!(
+            "dataset '{}' is a segmentation dataset: it has label values (see /v1/datasets/{}), not classes",
+            ds.name, ds.name
+        )));
+    }
+    let counts = sp.class_counts(ds.classes.len());
+    let list: Vec<Value> = ds
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| json!({"name": c, "index": i, "count": counts[i]}))
+        .collect();
+    Ok(response::json(&headers, &list))
+}
+
+fn item_summary(ds: &Dataset, sp: &Split, it: &Item) -> Value {
+    match ds.kind {
+        Kind::Classification => {
+            let class = it.class.map(|c| ds.classes[c].clone());
+            json!({
+                "id": it.id,
+                "class": class,
+                "label": it.class,
+                "key": it.image.key,
+                "size": it.image.size,
+                "url": item_url(ds, sp, it),
+                "image_url": format!("{}/image", item_url(ds, sp, it)),
+            })
+        }
+        Kind::Segmentation => json!({
+            "id": it.id,
+            "subject": it.subject,
+            "has_label": it.label.is_some(),
+            "key": it.image.key,
+            "size": it.image.size,
+            "label_key": it.label.as_ref().map(|l| l.key.clone()),
+            "url": item_url(ds, sp, it),
+        }),
+    }
+}
+
+/// `GET /v1/datasets/{dataset}/splits/{split}/items?class=&offset=&limit=`
+pub async fn list_items(
+    State(state): State<AppState>,
+    Path((name, split_name)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    let p = Params::new(q, &["class", "offset", "limit"])?;
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &name)?;
+    let sp = split(ds, &split_name)?;
+    let max = state.limits.max_page;
+    let limit = p.usize_in("limit", DEFAULT_PAGE.min(max), 1, max)?;
+    let offset = p.usize_in("offset", 0, 0, usize::MAX / 2)?;
+    let class = match p.get("class") {
+        None => None,
+        Some(c) => {
+            if ds.kind != Kind::Classification {
+                return Err(AppError::param(
+                    "class",
+                    format!(
+                        "dataset '{}' is a segmentation dataset and has no classes",
+                        ds.name
+                    ),
+                ));
+            }
+            Some(
+                ds.classes
+                    .iter()
+                    .position(|x| x == c)
+                    .ok_or_else(|| AppError::NotFound {
+                        what: "class",
+                        name: c.into(),
+                        available: ds.classes.clone(),
+                    })?,
+            )
+        }
+    };
+    let matching: Vec<&Item> = sp
+        .items
+        .iter()
+        .filter(|it| class.is_none() || it.class == class)
+        .collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|it| item_summary(ds, sp, it))
+        .collect();
+    let body = json!({
+        "dataset": ds.name,
+        "split": sp.name,
+        "class": p.get("class"),
+        "total": matching.len(),
+        "offset": offset,
+        "limit": limit,
+        "items": page,
+    });
+    Ok(response::json(&headers, &body))
+}
+
+/// `GET /v1/datasets/{dataset}/splits/{split}/items/{item}`
+pub async fn get_item(
+    State(state): State<AppState>,
+    Path((name, split_name, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    Params::new(q, &[])?;
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &name)?;
+    let sp = split(ds, &split_name)?;
+    let it = item(ds, sp, &id)?;
+    let mut body = item_summary(ds, sp, it);
+    let mut objects = vec![json!({
+        "role": "image",
+        "key": it.image.key,
+        "size": it.image.size,
+        "version": it.image.version,
+    })];
+    if let Some(l) = &it.label {
+        objects.push(json!({"role": "label", "key": l.key, "size": l.size, "version": l.version}));
+    }
+    body["dataset"] = json!(ds.name);
+    body["split"] = json!(sp.name);
+    body["kind"] = json!(ds.kind);
+    body["objects"] = json!(objects);
+    if ds.kind == Kind::Classification {
+        let opts = DecodeOptions {
+            max_pixels: state.limits.max_pixels,
+            ..crate::api::images::default_decode()
+        };
+        let decoded = pipeline::decoded(&state, it, opts).await?;
+        body["image"] = json!(decoded.info);
+    }
+    Ok(response::json(&headers, &body))
+}

@@ -1,0 +1,196 @@
+//! HTTP surface: one table of routes (so tests can compare it with openapi.yaml), the
+//! middleware stack, and the fallbacks that keep every error in problem+json.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{HeaderName, Method, header};
+use axum::response::IntoResponse;
+use axum::routing::{MethodRouter, get, post};
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::CorsOrigins;
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub mod datasets;
+pub mod extract;
+pub mod images;
+pub mod ops;
+pub mod response;
+
+/// One route: its path (axum syntax, which is also OpenAPI's), method and handler.
+pub struct Route {
+    pub path: &'static str,
+    pub method: Method,
+    pub handler: MethodRouter<AppState>,
+}
+
+/// Every route we serve. `build_router` mounts exactly these; the contract test checks that
+/// openapi.yaml names exactly these.
+pub fn routes() -> Vec<Route> {
+    let r = |path, method, handler| Route {
+        path,
+        method,
+        handler,
+    };
+    vec![
+        r("/", Method::GET, get(ops::index)),
+        r("/healthz", Method::GET, get(ops::healthz)),
+        r("/readyz", Method::GET, get(ops::readyz)),
+        r("/openapi.yaml", Method::GET, get(ops::openapi)),
+        r("/metrics", Method::GET, get(ops::metrics)),
+        r("/v1/catalog/refresh", Method::POST, post(ops::refresh)),
+        r("/v1/datasets", Method::GET, get(datasets::list_datasets)),
+        r(
+            "/v1/datasets/{dataset}",
+            Method::GET,
+            get(datasets::get_dataset),
+        ),
+        r(
+            "/v1/datasets/{dataset}/splits",
+            Method::GET,
+            get(datasets::list_splits),
+        ),
+        r(
+            "/v1/datasets/{dataset}/splits/{split}/classes",
+            Method::GET,
+            get(datasets::list_classes),
+        ),
+        r(
+            "/v1/datasets/{dataset}/splits/{split}/items",
+            Method::GET,
+            get(datasets::list_items),
+        ),
+        r(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}",
+            Method::GET,
+            get(datasets::get_item),
+        ),
+        r(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/image",
+            Method::GET,
+            get(images::get_image),
+        ),
+    ]
+}
+
+/// HTTP-level options that are not part of the handlers' state.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    pub cors: CorsOrigins,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            cors: CorsOrigins::Any,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+async fn no_route(uri: axum::http::Uri) -> AppError {
+    AppError::NoRoute(uri.path().chars().take(200).collect())
+}
+
+async fn wrong_method() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+async fn timed_out(err: tower::BoxError) -> axum::response::Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        AppError::Busy("the request took longer than the configured timeout".into()).into_response()
+    } else {
+        AppError::Internal(err.to_string()).into_response()
+    }
+}
+
+fn cors_layer(cors: &CorsOrigins) -> CorsLayer {
+    let origin = match cors {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| o.parse().ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::ACCEPT,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            header::RANGE,
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::CONTENT_LENGTH,
+            header::CONTENT_RANGE,
+            header::CONTENT_DISPOSITION,
+            response::X_SHAPE,
+            response::X_DTYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// The application: routes, fallbacks and middleware. Tests and `main` use the same one.
+///
+/// Middleware, outermost first: request id (so every log line and response carries it) ->
+/// trace -> CORS (so even errors and timeouts are readable cross-origin) -> compression
+/// (JSON, f32 and npy only: never PNG or `.gz`) -> timeout (answers 503 problem+json).
+pub fn build_router(state: AppState, http: &HttpOptions) -> Router {
+    let mut router: Router<AppState> = Router::new();
+    let mut table = routes();
+    // axum wants one MethodRouter per path: merge the methods of equal paths.
+    table.sort_by_key(|r| r.path);
+    let mut i = 0;
+    while i < table.len() {
+        let path = table[i].path;
+        let mut mr: MethodRouter<AppState> = MethodRouter::new();
+        while i < table.len() && table[i].path == path {
+            mr = mr.merge(std::mem::replace(
+                &mut table[i].handler,
+                MethodRouter::new(),
+            ));
+            i += 1;
+        }
+        router = router.route(path, mr.fallback(wrong_method));
+    }
+    let compress = DefaultPredicate::new()
+        .and(NotForContentType::const_new("application/gzip"))
+        .and(NotForContentType::const_new("application/x-gzip"));
+    let x_request_id = HeaderName::from_static("x-request-id");
+    router
+        .fallback(no_route)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(x_request_id))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                        let id = req
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+                    }),
+                )
+                .layer(cors_layer(&http.cors))
+                .layer(CompressionLayer::new().compress_when(compress))
+                .layer(HandleErrorLayer::new(timed_out))
+                .timeout(http.request_timeout),
+        )
+        .with_state(state)
+}

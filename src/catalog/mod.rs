@@ -1,0 +1,141 @@
+//! Dataset discovery with a TTL: one listing of the store, parsed into datasets, kept until it
+//! is older than the TTL or refreshed by hand. Nothing is listed before the first request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+pub mod discover;
+pub mod ids;
+pub mod model;
+
+pub use discover::{CatalogFile, DatasetOverride};
+pub use model::{Dataset, Item, Kind, Layout, Snapshot, Split};
+
+use crate::store::{ObjectStore, StoreError};
+use discover::DecathlonJson;
+
+/// Largest `dataset.json` we read; real ones are a few hundred KiB.
+const MAX_DATASET_JSON: u64 = 16 << 20;
+
+/// The current snapshot and when it was taken.
+#[derive(Debug, Clone)]
+struct Loaded {
+    snapshot: Arc<Snapshot>,
+    at: Instant,
+}
+
+/// Lazily listed, TTL-cached view of every dataset in the store.
+#[derive(Debug)]
+pub struct Catalog {
+    store: Arc<dyn ObjectStore>,
+    ttl: Duration,
+    file: CatalogFile,
+    fallback_name: String,
+    current: RwLock<Option<Loaded>>,
+    /// Only one listing runs at a time; others wait for its result.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Catalog {
+    /// A catalog over `store`; lists nothing until first asked.
+    pub fn new(store: Arc<dyn ObjectStore>, ttl: Duration, file: CatalogFile) -> Self {
+        let fallback_name = store
+            .describe()
+            .trim_end_matches('/')
+            .rsplit(['/', ':'])
+            .find(|s| !s.is_empty())
+            .unwrap_or("data")
+            .to_string();
+        Catalog {
+            store,
+            ttl,
+            file,
+            fallback_name,
+            current: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fresh(&self) -> Option<Arc<Snapshot>> {
+        let guard = self.current.read().expect("catalog lock poisoned");
+        guard
+            .as_ref()
+            .filter(|l| l.at.elapsed() < self.ttl)
+            .map(|l| l.snapshot.clone())
+    }
+
+    /// The current snapshot, listing the store first when there is none or it is too old.
+    /// When a re-listing fails but an older snapshot exists, the older one keeps serving.
+    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        if let Some(s) = self.fresh() {
+            return Ok(s);
+        }
+        let _guard = self.refreshing.lock().await;
+        if let Some(s) = self.fresh() {
+            return Ok(s);
+        }
+        match self.load().await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let stale = self
+                    .current
+                    .read()
+                    .expect("catalog lock poisoned")
+                    .as_ref()
+                    .map(|l| l.snapshot.clone());
+                match stale {
+                    Some(s) => {
+                        tracing::warn!(error = %e, "re-listing failed; serving the previous catalog");
+                        Ok(s)
+                    }
+                    None => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Lists the store now, whatever the TTL says.
+    pub async fn refresh(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let _guard = self.refreshing.lock().await;
+        self.load().await
+    }
+
+    async fn load(&self) -> Result<Arc<Snapshot>, StoreError> {
+        let started = Instant::now();
+        let listing = self.store.list("").await?;
+        let mut jsons = HashMap::new();
+        for key in discover::decathlon_json_keys(&listing, &self.file) {
+            match self.store.get(&key, MAX_DATASET_JSON).await {
+                Ok((_, bytes)) => match serde_json::from_slice::<DecathlonJson>(&bytes) {
+                    Ok(j) => {
+                        jsons.insert(key, j);
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "ignoring unreadable dataset.json")
+                    }
+                },
+                Err(StoreError::Unavailable(m)) => return Err(StoreError::Unavailable(m)),
+                Err(e) => tracing::warn!(key = %key, error = %e, "ignoring dataset.json"),
+            }
+        }
+        let snapshot = Arc::new(discover::discover(
+            &listing,
+            &jsons,
+            &self.file,
+            &self.fallback_name,
+        ));
+        tracing::info!(
+            datasets = snapshot.datasets.len(),
+            objects = snapshot.objects_listed,
+            unmatched = snapshot.objects_unmatched,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "catalog listed"
+        );
+        *self.current.write().expect("catalog lock poisoned") = Some(Loaded {
+            snapshot: snapshot.clone(),
+            at: Instant::now(),
+        });
+        Ok(snapshot)
+    }
+}

@@ -1,0 +1,119 @@
+//! The catalog's data: datasets, splits and items, as discovered from one listing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::store::ObjectMeta;
+
+/// What a dataset is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// 2D images in one folder per class.
+    Classification,
+    /// 3D/4D NIfTI volumes with optional voxel masks.
+    Segmentation,
+}
+
+/// How the dataset's objects are laid out under its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// `<split>/<Class>/<image>`, or `<Class>/<image>` served as split `all`.
+    ClassFolders,
+    /// `<split>/<subject>/{img,label}.nii[.gz]`.
+    SubjectFolders,
+    /// The Medical Segmentation Decathlon's `dataset.json`, `imagesTr/`, `labelsTr/`, `imagesTs/`.
+    Decathlon,
+}
+
+/// One servable unit: a 2D image with its class, or a volume with its optional mask.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// URL-safe, stable within its split.
+    pub id: String,
+    /// Index into the dataset's class list (classification only).
+    pub class: Option<usize>,
+    /// For segmentation: the subject's name as stored (folder or file stem).
+    pub subject: Option<String>,
+    /// The image (or volume) object.
+    pub image: ObjectMeta,
+    /// The mask object, when there is one.
+    pub label: Option<ObjectMeta>,
+}
+
+/// A named subset of a dataset (train, val, test, ...).
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub name: String,
+    /// Sorted by (class, object key) for classification, by id for segmentation.
+    pub items: Vec<Item>,
+    /// Item id -> position in `items`.
+    pub by_id: HashMap<String, usize>,
+}
+
+impl Split {
+    /// Number of items of each class, indexed like the dataset's class list.
+    pub fn class_counts(&self, n_classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; n_classes];
+        for it in &self.items {
+            if let Some(c) = it.class
+                && c < n_classes
+            {
+                counts[c] += 1;
+            }
+        }
+        counts
+    }
+
+    /// Looks an item up by id.
+    pub fn item(&self, id: &str) -> Option<&Item> {
+        self.by_id.get(id).map(|&i| &self.items[i])
+    }
+}
+
+/// One dataset as served.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub name: String,
+    pub kind: Kind,
+    pub layout: Layout,
+    /// Key prefix of the dataset's root (`""` or ending in `/`).
+    pub root: String,
+    /// Splits in a conventional order: train, val, test, then the rest by name.
+    pub splits: Vec<Split>,
+    /// Sorted class names (classification); the position is the label index.
+    pub classes: Vec<String>,
+    /// Label value -> name (segmentation, from dataset.json when present).
+    pub labels: BTreeMap<String, String>,
+    /// Free-form facts from dataset.json (name, description, modality, ...).
+    pub info: BTreeMap<String, serde_json::Value>,
+}
+
+impl Dataset {
+    /// Looks a split up by name.
+    pub fn split(&self, name: &str) -> Option<&Split> {
+        self.splits.iter().find(|s| s.name == name)
+    }
+
+    /// Total number of items over all splits.
+    pub fn item_count(&self) -> usize {
+        self.splits.iter().map(|s| s.items.len()).sum()
+    }
+
+    /// Split names in serving order.
+    pub fn split_names(&self) -> Vec<String> {
+        self.splits.iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// Every dataset found in one listing of the store.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub datasets: BTreeMap<String, Dataset>,
+    /// Objects seen in the listing (after junk was skipped).
+    pub objects_listed: usize,
+    /// Objects that matched no dataset layout.
+    pub objects_unmatched: usize,
+}

@@ -1,0 +1,366 @@
+//! Settings: command-line flags, each with a `MEDSERVE_*` environment variable, turned into a
+//! validated [`Config`]. Every problem is reported at once, not the first only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// medserve: preprocessed medical-imaging training data over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "medserve", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do; `serve` when none is given.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve datasets over HTTP (the default).
+    Serve(Box<ServeArgs>),
+    /// Write the deterministic synthetic sample data into DIR and exit.
+    SampleData {
+        /// Folder to write into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// Flags of `medserve serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Data root: a folder, or s3://bucket/prefix. Unset: generate sample data and serve it.
+    #[arg(long, env = "MEDSERVE_DATA")]
+    pub data: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "MEDSERVE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// S3 endpoint URL for MinIO or another S3-protocol server (path-style addressing).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region; unset: from the AWS environment, else us-east-1.
+    #[arg(long, env = "MEDSERVE_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Memory for decoded and transformed arrays, in MiB.
+    #[arg(long, env = "MEDSERVE_CACHE_MB", default_value_t = 512)]
+    pub cache_mb: u64,
+    /// Seconds a listing of the store is reused before it is listed again.
+    #[arg(long, env = "MEDSERVE_LISTING_TTL_SECS", default_value_t = 300)]
+    pub listing_ttl_secs: u64,
+    /// Optional JSON file naming datasets: {"datasets":[{"name":..,"prefix":..}],"discover":true}.
+    #[arg(long, env = "MEDSERVE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// Where `serve` without --data generates its sample data.
+    #[arg(
+        long,
+        env = "MEDSERVE_SAMPLE_DIR",
+        default_value = "medserve-sample-data"
+    )]
+    pub sample_dir: PathBuf,
+    /// Origins allowed to read the API from a browser: `*` or a comma-separated list.
+    #[arg(long, env = "MEDSERVE_CORS_ORIGINS", default_value = "*")]
+    pub cors_origins: String,
+    /// Largest object fetched from the store, in MiB.
+    #[arg(long, env = "MEDSERVE_MAX_OBJECT_MB", default_value_t = 1024)]
+    pub max_object_mb: u64,
+    /// Largest 2D image decoded, in pixels (width x height).
+    #[arg(long, env = "MEDSERVE_MAX_PIXELS", default_value_t = 100_000_000)]
+    pub max_pixels: u64,
+    /// Largest output side a `size` parameter may ask for.
+    #[arg(long, env = "MEDSERVE_MAX_OUTPUT_SIDE", default_value_t = 4096)]
+    pub max_output_side: usize,
+    /// Largest `limit` of an item listing page.
+    #[arg(long, env = "MEDSERVE_MAX_PAGE", default_value_t = 1000)]
+    pub max_page: usize,
+    /// Seconds a request may take before it is answered with 503.
+    #[arg(long, env = "MEDSERVE_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
+    /// Decode/transform jobs run at once; 0 = one per CPU core.
+    #[arg(long, env = "MEDSERVE_CPU_WORKERS", default_value_t = 0)]
+    pub cpu_workers: usize,
+    /// Log format: text or json.
+    #[arg(long, env = "MEDSERVE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataRoot {
+    /// A local folder.
+    Local(PathBuf),
+    /// A bucket and key prefix.
+    S3 { bucket: String, prefix: String },
+    /// Generated sample data in this folder.
+    Sample(PathBuf),
+}
+
+impl DataRoot {
+    /// Parses `--data`: `s3://bucket[/prefix]` or a folder path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let valid = (3..=63).contains(&bucket.len())
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !valid {
+                return Err(format!(
+                    "--data: '{bucket}' is not a valid S3 bucket name (3-63 lowercase letters, digits, '-', '.')"
+                ));
+            }
+            if prefix.split('/').any(|s| s == "..") {
+                return Err("--data: the S3 prefix may not contain '..'".into());
+            }
+            return Ok(DataRoot::S3 {
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+            });
+        }
+        if s.contains("://") {
+            return Err(format!(
+                "--data: '{s}' is neither a folder nor s3://bucket/prefix"
+            ));
+        }
+        Ok(DataRoot::Local(PathBuf::from(s)))
+    }
+}
+
+/// Which browser origins may read responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Limits that protect the server from large or hostile inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_object_bytes: u64,
+    pub max_pixels: u64,
+    pub max_output_side: usize,
+    pub max_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_object_bytes: 1024 << 20,
+            max_pixels: 100_000_000,
+            max_output_side: 4096,
+            max_page: 1000,
+        }
+    }
+}
+
+/// Validated settings of `serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data: DataRoot,
+    pub listen: SocketAddr,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub cache_bytes: u64,
+    pub listing_ttl: Duration,
+    pub catalog: Option<PathBuf>,
+    pub cors: CorsOrigins,
+    pub limits: Limits,
+    pub request_timeout: Duration,
+    pub cpu_workers: usize,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Checks every flag and reports all problems together.
+    pub fn from_args(a: &ServeArgs) -> Result<Config, Vec<String>> {
+        let mut errs = Vec::new();
+        let data = match &a.data {
+            None => Ok(DataRoot::Sample(a.sample_dir.clone())),
+            Some(d) => DataRoot::parse(d),
+        }
+        .unwrap_or_else(|e| {
+            errs.push(e);
+            DataRoot::Sample(a.sample_dir.clone())
+        });
+        let listen = a.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+            errs.push(format!(
+                "--listen: '{}' is not HOST:PORT with an IP host (e.g. 127.0.0.1:8080)",
+                a.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        if let Some(ep) = &a.s3_endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            errs.push(format!(
+                "--s3-endpoint: '{ep}' must start with http:// or https://"
+            ));
+        }
+        let mut check = |ok: bool, msg: String| {
+            if !ok {
+                errs.push(msg);
+            }
+        };
+        check(
+            (1..=1 << 20).contains(&a.cache_mb),
+            format!("--cache-mb: {} must be 1..=1048576", a.cache_mb),
+        );
+        check(
+            a.listing_ttl_secs <= 86_400,
+            format!(
+                "--listing-ttl-secs: {} must be at most 86400",
+                a.listing_ttl_secs
+            ),
+        );
+        check(
+            (1..=1 << 20).contains(&a.max_object_mb),
+            format!("--max-object-mb: {} must be 1..=1048576", a.max_object_mb),
+        );
+        check(
+            (1..=1 << 40).contains(&a.max_pixels),
+            format!("--max-pixels: {} must be 1..=2^40", a.max_pixels),
+        );
+        check(
+            (1..=65_536).contains(&a.max_output_side),
+            format!("--max-output-side: {} must be 1..=65536", a.max_output_side),
+        );
+        check(
+            (1..=1_000_000).contains(&a.max_page),
+            format!("--max-page: {} must be 1..=1000000", a.max_page),
+        );
+        check(
+            (1..=3600).contains(&a.request_timeout_secs),
+            format!(
+                "--request-timeout-secs: {} must be 1..=3600",
+                a.request_timeout_secs
+            ),
+        );
+        let log_format = match a.log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                errs.push(format!("--log-format: '{other}' must be text or json"));
+                LogFormat::Text
+            }
+        };
+        let cors = if a.cors_origins.trim() == "*" {
+            CorsOrigins::Any
+        } else {
+            let list: Vec<String> = a
+                .cors_origins
+                .split(',')
+                .map(|s| s.trim().trim_end_matches('/').to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            for o in &list {
+                if !(o.starts_with("http://") || o.starts_with("https://"))
+                    || axum::http::HeaderValue::from_str(o).is_err()
+                {
+                    errs.push(format!(
+                        "--cors-origins: '{o}' must be an origin like https://viewer.example.org"
+                    ));
+                }
+            }
+            CorsOrigins::List(list)
+        };
+        let cpu_workers = if a.cpu_workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            a.cpu_workers
+        };
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Config {
+            data,
+            listen,
+            s3_endpoint: a.s3_endpoint.clone(),
+            s3_region: a.s3_region.clone(),
+            cache_bytes: a.cache_mb << 20,
+            listing_ttl: Duration::from_secs(a.listing_ttl_secs),
+            catalog: a.catalog.clone(),
+            cors,
+            limits: Limits {
+                max_object_bytes: a.max_object_mb << 20,
+                max_pixels: a.max_pixels,
+                max_output_side: a.max_output_side,
+                max_page: a.max_page,
+            },
+            request_timeout: Duration::from_secs(a.request_timeout_secs),
+            cpu_workers,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["medserve", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::parse_from(argv).command {
+            Some(Command::Serve(a)) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn data_roots() {
+        assert_eq!(
+            DataRoot::parse("s3://my-bucket/a/b").unwrap(),
+            DataRoot::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "a/b".into()
+            }
+        );
+        assert!(DataRoot::parse("s3://A").is_err());
+        assert!(DataRoot::parse("http://x").is_err());
+        assert_eq!(
+            DataRoot::parse("./d").unwrap(),
+            DataRoot::Local("./d".into())
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let errs = Config::from_args(&args(&[
+            "--listen",
+            "nope",
+            "--cache-mb",
+            "0",
+            "--log-format",
+            "xml",
+            "--cors-origins",
+            "ftp://x",
+        ]))
+        .unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_args(&args(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(matches!(c.data, DataRoot::Sample(_)));
+        assert_eq!(c.cors, CorsOrigins::Any);
+    }
+}
+
+impl ServeArgs {
+    /// The flags of `serve` with nothing given on the command line (environment still applies).
+    pub fn parse_default() -> ServeArgs {
+        match Cli::parse_from(["medserve", "serve"]).command {
+            Some(Command::Serve(a)) => *a,
+            _ => unreachable!("serve was given"),
+        }
+    }
+}

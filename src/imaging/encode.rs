@@ -1,0 +1,92 @@
+//! Encoders for responses: 8-bit PNG for eyes, raw little-endian float32 and NumPy `.npy`
+//! for programs.
+
+use ndarray::ArrayD;
+use ndarray_npy::WriteNpyExt;
+
+/// Why an array could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("encoding failed: {0}")]
+pub struct EncodeError(pub String);
+
+/// `(C, H, W)` float32 -> 8-bit PNG, mapping `lo..hi` linearly onto `0..255` (clamped; NaN
+/// is 0). C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA.
+pub fn png8(a: &ArrayD<f32>, lo: f32, hi: f32) -> Result<Vec<u8>, EncodeError> {
+    let shape = a.shape();
+    if shape.len() != 3 {
+        return Err(EncodeError(format!("PNG needs (C, H, W), got {shape:?}")));
+    }
+    let (c, h, w) = (shape[0], shape[1], shape[2]);
+    let color = match c {
+        1 => png::ColorType::Grayscale,
+        2 => png::ColorType::GrayscaleAlpha,
+        3 => png::ColorType::Rgb,
+        4 => png::ColorType::Rgba,
+        _ => return Err(EncodeError(format!("PNG cannot hold {c} channels"))),
+    };
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let mut pixels = vec![0u8; c * h * w];
+    for ((ci, y, x), v) in a
+        .view()
+        .into_dimensionality::<ndarray::Ix3>()
+        .map_err(|e| EncodeError(e.to_string()))?
+        .indexed_iter()
+    {
+        let t = ((v - lo) / span).clamp(0.0, 1.0);
+        let t = if t.is_nan() { 0.0 } else { t };
+        pixels[(y * w + x) * c + ci] = (t * 255.0).round() as u8;
+    }
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        let mut wr = enc.write_header().map_err(|e| EncodeError(e.to_string()))?;
+        wr.write_image_data(&pixels)
+            .map_err(|e| EncodeError(e.to_string()))?;
+        wr.finish().map_err(|e| EncodeError(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Raw little-endian float32 in C order.
+pub fn f32_le(a: &ArrayD<f32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len() * 4);
+    for v in a.iter() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// NumPy `.npy` (version 1.0, `<f4`, C order).
+pub fn npy(a: &ArrayD<f32>) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(a.len() * 4 + 128);
+    let std = a.as_standard_layout();
+    std.write_npy(&mut out)
+        .map_err(|e| EncodeError(e.to_string()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::IxDyn;
+
+    #[test]
+    fn npy_header_and_f32_bytes() {
+        let a = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2]), vec![1.0f32, -2.5]).unwrap();
+        let n = npy(&a).unwrap();
+        assert!(n.starts_with(b"\x93NUMPY\x01\x00"));
+        let header =
+            String::from_utf8_lossy(&n[10..(10 + u16::from_le_bytes([n[8], n[9]]) as usize)])
+                .to_string();
+        assert!(
+            header.contains("'descr': '<f4'") && header.contains("(1, 1, 2)"),
+            "{header}"
+        );
+        assert_eq!(f32_le(&a), [0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc0]);
+        let p = png8(&a, -2.5, 1.0).unwrap();
+        assert!(p.starts_with(b"\x89PNG"));
+    }
+}

@@ -1,0 +1,368 @@
+//! Deterministic synthetic sample data, so the service runs (and the tests run) with no
+//! download and no S3: a MedNIST-like classification set and small Decathlon-like CT volumes
+//! with masks, in both segmentation layouts.
+//!
+//! Same binary, same bytes: everything comes from a seeded SplitMix64, and gzip headers carry
+//! no timestamp.
+
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::Array3;
+
+/// The six MedNIST classes.
+pub const CLASSES: [&str; 6] = ["AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT"];
+
+/// Images per class in each split.
+pub const SPLITS: [(&str, usize); 3] = [("train", 12), ("val", 3), ("test", 3)];
+
+/// Side of every sample image, as MedNIST's.
+pub const IMAGE_SIZE: usize = 64;
+
+/// Grid of the sample CT volumes (x, y, z).
+pub const VOLUME_DIMS: (usize, usize, usize) = (64, 64, 24);
+
+/// Voxel spacing of the sample CT volumes in mm.
+pub const VOLUME_SPACING: (f32, f32, f32) = (0.8, 0.8, 2.5);
+
+/// A small, fast, well-mixed PRNG (SplitMix64); no crate needed for sample noise.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit()
+    }
+}
+
+fn ellipse(x: f32, y: f32, cx: f32, cy: f32, rx: f32, ry: f32) -> bool {
+    let dx = (x - cx) / rx;
+    let dy = (y - cy) / ry;
+    dx * dx + dy * dy <= 1.0
+}
+
+/// One 64x64 grayscale image of `class`, different for every `seed`.
+pub fn class_image(class: &str, seed: u64) -> Vec<u8> {
+    let mut rng = Rng::new(seed);
+    let n = IMAGE_SIZE as f32;
+    let jx = rng.range(-3.0, 3.0);
+    let jy = rng.range(-3.0, 3.0);
+    let js = rng.range(0.9, 1.1);
+    let mut px = vec![0u8; IMAGE_SIZE * IMAGE_SIZE];
+    for y in 0..IMAGE_SIZE {
+        for x in 0..IMAGE_SIZE {
+            let (fx, fy) = (x as f32 - jx, y as f32 - jy);
+            let c = n / 2.0;
+            let v: f32 = match class {
+                "AbdomenCT" => {
+                    if ellipse(fx, fy, c, c + 2.0, 26.0 * js, 20.0 * js) {
+                        let mut v = 110.0;
+                        if ellipse(fx, fy, c - 9.0, c - 2.0, 8.0, 6.0) {
+                            v = 150.0;
+                        }
+                        if ellipse(fx, fy, c + 10.0, c, 6.0, 7.0) {
+                            v = 140.0;
+                        }
+                        if ellipse(fx, fy, c, c + 15.0, 4.0, 4.0) {
+                            v = 240.0;
+                        }
+                        v
+                    } else {
+                        8.0
+                    }
+                }
+                "BreastMRI" => {
+                    let l = ellipse(fx, fy, c - 13.0, c + 6.0, 13.0 * js, 16.0);
+                    let r = ellipse(fx, fy, c + 13.0, c + 6.0, 13.0 * js, 16.0);
+                    if (l || r) && fy > c - 6.0 {
+                        90.0 + 40.0 * ((fx * 0.6).sin() * (fy * 0.4).cos()).abs()
+                    } else if fy > c + 18.0 {
+                        60.0
+                    } else {
+                        5.0
+                    }
+                }
+                "CXR" => {
+                    let mut v = 170.0 - (fy - c).abs();
+                    if ellipse(fx, fy, c - 12.0, c - 2.0, 9.0 * js, 20.0)
+                        || ellipse(fx, fy, c + 12.0, c - 2.0, 9.0 * js, 20.0)
+                    {
+                        v = 45.0;
+                    }
+                    if (fx - c).abs() < 3.0 {
+                        v = 210.0;
+                    }
+                    v
+                }
+                "ChestCT" => {
+                    if ellipse(fx, fy, c, c, 28.0 * js, 20.0 * js) {
+                        if ellipse(fx, fy, c - 12.0, c - 1.0, 9.0, 13.0)
+                            || ellipse(fx, fy, c + 12.0, c - 1.0, 9.0, 13.0)
+                        {
+                            20.0
+                        } else if ellipse(fx, fy, c, c + 13.0, 3.5, 3.5) {
+                            235.0
+                        } else {
+                            120.0
+                        }
+                    } else {
+                        5.0
+                    }
+                }
+                "Hand" => {
+                    let palm = ellipse(fx, fy, c, c + 14.0, 14.0 * js, 12.0);
+                    let finger = (0..5).any(|k| {
+                        let fxc = c - 14.0 + 7.0 * k as f32;
+                        (fx - fxc).abs() < 2.5
+                            && fy > 6.0 + (k as f32 - 2.0).abs() * 3.0
+                            && fy < c + 8.0
+                    });
+                    if palm || finger { 200.0 } else { 25.0 }
+                }
+                _ => {
+                    // HeadCT: a bright skull ring around brain tissue.
+                    let outer = ellipse(fx, fy, c, c, 25.0 * js, 28.0 * js);
+                    let inner = ellipse(fx, fy, c, c, 22.0 * js, 25.0 * js);
+                    if inner {
+                        100.0
+                            + if ellipse(fx, fy, c, c, 5.0, 8.0) {
+                                20.0
+                            } else {
+                                0.0
+                            }
+                    } else if outer {
+                        245.0
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            let noisy = v + rng.range(-10.0, 10.0);
+            px[y * IMAGE_SIZE + x] = noisy.clamp(0.0, 255.0) as u8;
+        }
+    }
+    px
+}
+
+/// Encodes 8-bit grayscale pixels as PNG.
+pub fn gray_png(width: u32, height: u32, pixels: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().map_err(std::io::Error::other)?;
+    w.write_image_data(pixels).map_err(std::io::Error::other)?;
+    w.finish().map_err(std::io::Error::other)?;
+    Ok(out)
+}
+
+/// A CT-like volume in Hounsfield units and its mask: air (-1000) around a soft-tissue body
+/// (~40 HU), a bony spine (~700 HU), an organ (label 1, ~60 HU) and a lesion in it (label 2,
+/// ~110 HU). Indexed `[x, y, z]`.
+pub fn ct_volume(seed: u64, dims: (usize, usize, usize)) -> (Array3<i16>, Array3<u8>) {
+    let mut rng = Rng::new(seed);
+    let (nx, ny, nz) = dims;
+    let (fx, fy, fz) = (nx as f32, ny as f32, nz as f32);
+    let organ = (
+        fx * rng.range(0.30, 0.40),
+        fy * rng.range(0.40, 0.50),
+        fz * 0.5,
+        fx * rng.range(0.10, 0.14),
+        fy * rng.range(0.09, 0.12),
+        fz * rng.range(0.25, 0.35),
+    );
+    let lesion_r = organ.3.min(organ.4) * 0.4;
+    let mut img = Array3::<i16>::zeros(dims);
+    let mut lab = Array3::<u8>::zeros(dims);
+    for ((x, y, z), v) in img.indexed_iter_mut() {
+        let (px, py, pz) = (x as f32 + 0.5, y as f32 + 0.5, z as f32 + 0.5);
+        let body = ellipse(px, py, fx * 0.5, fy * 0.5, fx * 0.42, fy * 0.34);
+        let mut hu = if body {
+            40.0 + rng.range(-15.0, 15.0)
+        } else {
+            -1000.0 + rng.range(-20.0, 20.0)
+        };
+        if ellipse(px, py, fx * 0.5, fy * 0.72, fx * 0.06, fy * 0.06) {
+            hu = 700.0 + rng.range(-60.0, 60.0);
+        }
+        let d = ((px - organ.0) / organ.3).powi(2)
+            + ((py - organ.1) / organ.4).powi(2)
+            + ((pz - organ.2) / organ.5).powi(2);
+        if d <= 1.0 {
+            hu = 60.0 + rng.range(-8.0, 8.0);
+            lab[[x, y, z]] = 1;
+            let dl =
+                ((px - organ.0).powi(2) + (py - organ.1).powi(2) + ((pz - organ.2) * 0.5).powi(2))
+                    .sqrt();
+            if dl <= lesion_r {
+                hu = 110.0 + rng.range(-8.0, 8.0);
+                lab[[x, y, z]] = 2;
+            }
+        }
+        *v = hu.round() as i16;
+    }
+    (img, lab)
+}
+
+fn nifti_header(spacing: (f32, f32, f32), dims: (usize, usize, usize)) -> nifti::NiftiHeader {
+    let (sx, sy, sz) = spacing;
+    let mut h = nifti::NiftiHeader {
+        pixdim: [1.0, sx, sy, sz, 1.0, 1.0, 1.0, 1.0],
+        scl_slope: 1.0,
+        scl_inter: 0.0,
+        // mm and seconds.
+        xyzt_units: 2 | 8,
+        qform_code: 0,
+        sform_code: 1,
+        ..Default::default()
+    };
+    // Centred RAS+ grid, as a scanner-to-RAS transform.
+    h.srow_x = [sx, 0.0, 0.0, -sx * dims.0 as f32 / 2.0];
+    h.srow_y = [0.0, sy, 0.0, -sy * dims.1 as f32 / 2.0];
+    h.srow_z = [0.0, 0.0, sz, -sz * dims.2 as f32 / 2.0];
+    let mut descrip = b"medserve synthetic sample".to_vec();
+    descrip.resize(80, 0);
+    h.descrip = descrip;
+    h
+}
+
+fn write_volume<T>(path: &Path, data: &Array3<T>, spacing: (f32, f32, f32)) -> std::io::Result<()>
+where
+    T: nifti::DataElement + bytemuck::Pod,
+{
+    let dims = data.dim();
+    let header = nifti_header(spacing, dims);
+    nifti::writer::WriterOptions::new(path)
+        .reference_header(&header)
+        .write_nifti(data)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)
+}
+
+/// Writes the whole sample tree into `dir` (created if missing). Returns the number of files.
+pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
+    let mut files = 0;
+    for (si, (split, per_class)) in SPLITS.iter().enumerate() {
+        for (ci, class) in CLASSES.iter().enumerate() {
+            for i in 0..*per_class {
+                let seed = ((si as u64) << 32) | ((ci as u64) << 16) | i as u64;
+                let px = class_image(class, seed);
+                let png = gray_png(IMAGE_SIZE as u32, IMAGE_SIZE as u32, &px)?;
+                let path = dir
+                    .join("medmnist")
+                    .join(split)
+                    .join(class)
+                    .join(format!("{:06}.png", si * 10_000 + ci * 1000 + i + 1));
+                write_file(&path, &png)?;
+                files += 1;
+            }
+        }
+    }
+
+    // The seed's subject-folder layout.
+    for (split, subjects) in [("train", &[1u64, 2, 3][..]), ("valid", &[4u64][..])] {
+        for &s in subjects {
+            let (img, lab) = ct_volume(100 + s, VOLUME_DIMS);
+            let sub = dir
+                .join("segmentation")
+                .join(split)
+                .join(format!("subject_{s:03}"));
+            std::fs::create_dir_all(&sub)?;
+            write_volume(&sub.join("img.nii.gz"), &img, VOLUME_SPACING)?;
+            write_volume(&sub.join("label.nii.gz"), &lab, VOLUME_SPACING)?;
+            files += 2;
+        }
+    }
+
+    // The Decathlon's own layout.
+    let task = dir.join("Task09_Spleen");
+    for d in ["imagesTr", "labelsTr", "imagesTs"] {
+        std::fs::create_dir_all(task.join(d))?;
+    }
+    let train = [2u64, 6, 10];
+    for &s in &train {
+        let (img, lab) = ct_volume(200 + s, VOLUME_DIMS);
+        write_volume(
+            &task.join(format!("imagesTr/spleen_{s}.nii.gz")),
+            &img,
+            VOLUME_SPACING,
+        )?;
+        write_volume(
+            &task.join(format!("labelsTr/spleen_{s}.nii.gz")),
+            &lab,
+            VOLUME_SPACING,
+        )?;
+        files += 2;
+    }
+    let (img, _) = ct_volume(201, VOLUME_DIMS);
+    write_volume(&task.join("imagesTs/spleen_1.nii.gz"), &img, VOLUME_SPACING)?;
+    files += 1;
+    // The real Decathlon tarballs carry macOS AppleDouble files; the catalog must skip them.
+    write_file(
+        &task.join("imagesTr/._spleen_2.nii.gz"),
+        b"\x00\x05\x16\x07junk",
+    )?;
+    files += 1;
+    let json = serde_json::json!({
+        "name": "Spleen",
+        "description": "Synthetic spleen-like CT volumes generated by medserve (not real patients)",
+        "tensorImageSize": "3D",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "spleen", "2": "lesion"},
+        "numTraining": train.len(),
+        "numTest": 1,
+        "training": train.iter().map(|s| serde_json::json!({
+            "image": format!("./imagesTr/spleen_{s}.nii.gz"),
+            "label": format!("./labelsTr/spleen_{s}.nii.gz"),
+        })).collect::<Vec<_>>(),
+        "test": ["./imagesTs/spleen_1.nii.gz"],
+    });
+    let text = serde_json::to_vec_pretty(&json).map_err(std::io::Error::other)?;
+    write_file(&task.join("dataset.json"), &text)?;
+    files += 1;
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_differ_by_class_and_seed() {
+        let a = class_image("HeadCT", 1);
+        assert_eq!(a, class_image("HeadCT", 1));
+        assert_ne!(a, class_image("HeadCT", 2));
+        assert_ne!(a, class_image("Hand", 1));
+    }
+
+    #[test]
+    fn volume_has_air_tissue_bone_and_both_labels() {
+        let (img, lab) = ct_volume(7, (32, 32, 12));
+        let min = *img.iter().min().unwrap();
+        let max = *img.iter().max().unwrap();
+        assert!(min < -950 && max > 600, "{min}..{max}");
+        assert!(lab.iter().any(|&v| v == 1) && lab.iter().any(|&v| v == 2));
+    }
+}

@@ -1,0 +1,43 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Semaphore;
+
+use crate::cache::ArrayCache;
+use crate::catalog::Catalog;
+use crate::config::Limits;
+use crate::store::ObjectStore;
+
+/// Counters exposed at `/metrics` (Prometheus text format).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Whole-object GETs sent to the store.
+    pub storage_gets: AtomicU64,
+    /// Bytes those GETs returned.
+    pub storage_get_bytes: AtomicU64,
+    /// Images decoded.
+    pub decodes: AtomicU64,
+    /// Transform chains computed (cache misses).
+    pub transforms: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Shared application state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn ObjectStore>,
+    pub catalog: Arc<Catalog>,
+    pub cache: ArrayCache,
+    pub limits: Limits,
+    /// Bounds concurrent CPU-heavy work (decode, resize, encode) to the cores we have.
+    pub cpu: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+}

@@ -1,0 +1,148 @@
+//! Object access: one small trait, two backends (a local folder and S3).
+//!
+//! Keys are `/`-separated and relative to the data root. Every key passes [`validate_key`]
+//! before it reaches a backend, so no key can name anything outside the root. Backends only
+//! move bytes: they know nothing about datasets or images.
+
+use std::fmt::Debug;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod local;
+pub mod s3;
+
+pub use local::LocalStore;
+pub use s3::{S3Options, S3Store};
+
+/// What a listing or `head` tells about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the data root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Changes whenever the content changes: the S3 ETag (or version id), or size + mtime for
+    /// local files. Part of every cache key and HTTP ETag.
+    pub version: String,
+}
+
+/// Failures of a storage operation.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// No object at that key.
+    #[error("no object at '{0}'")]
+    NotFound(String),
+    /// The key is malformed or would leave the data root.
+    #[error("refused key '{key}': {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    /// The object is larger than the caller allows.
+    #[error("object '{key}' has {size} bytes, more than the limit of {limit}")]
+    TooLarge { key: String, size: u64, limit: u64 },
+    /// The backend cannot be reached or failed on its side.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The object access every backend provides.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug {
+    /// Where the data lives, for logs and the dataset listing (`/abs/dir` or `s3://bucket/prefix`).
+    fn describe(&self) -> String;
+
+    /// Every object whose key starts with `prefix` (`""` = all), sorted by key. Pagination is
+    /// handled inside.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Size and version of one object.
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+
+    /// The whole object, refused with [`StoreError::TooLarge`] before reading when it has more
+    /// than `max_bytes` bytes.
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError>;
+
+    /// Bytes `range` of an object (clamped to its end).
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Longest key we accept, as S3 does.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Refuses keys that are empty, too long, absolute, contain `\`, NUL or control characters,
+/// or have empty, `.` or `..` segments. Percent-encoding is never decoded here: a `%2e%2e`
+/// segment is just a strange name, and an encoded slash was already decoded by the router
+/// into a `/` that this check sees.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let bad = |reason| {
+        Err(StoreError::InvalidKey {
+            key: key.chars().take(200).collect(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("empty key");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return bad("key longer than 1024 bytes");
+    }
+    if key.starts_with('/') {
+        return bad("absolute keys are not allowed");
+    }
+    if key.chars().any(|c| c == '\\' || c.is_control()) {
+        return bad("backslashes and control characters are not allowed");
+    }
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return bad("empty, '.' and '..' segments are not allowed");
+    }
+    Ok(())
+}
+
+/// Like [`validate_key`] for listing prefixes, where `""` (everything) and a trailing `/` are fine.
+pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    if trimmed.is_empty() {
+        return Ok(());
+    }
+    validate_key(trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_would_escape_are_refused() {
+        for k in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a\\..\\b",
+            "a\0b",
+            "a/b/",
+            &"x".repeat(1025),
+        ] {
+            assert!(validate_key(k).is_err(), "{k:?} should be refused");
+        }
+        for k in [
+            "a",
+            "a/b.png",
+            "%2e%2e/x",
+            "Task09_Spleen/imagesTr/spleen_1.nii.gz",
+        ] {
+            assert!(validate_key(k).is_ok(), "{k:?} should be accepted");
+        }
+        assert!(validate_prefix("").is_ok());
+        assert!(validate_prefix("medmnist/").is_ok());
+        assert!(validate_prefix("../").is_err());
+    }
+}

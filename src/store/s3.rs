@@ -1,0 +1,255 @@
+//! S3 (and S3-protocol servers such as MinIO) through aws-sdk-s3.
+//!
+//! Credentials come from the standard chain unless given explicitly. Path-style addressing and
+//! "checksums only when required" are used with custom endpoints because every S3-protocol
+//! server we tested accepts them (see FIELD-NOTES), and AWS accepts them too.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use bytes::{Bytes, BytesMut};
+
+use super::{ObjectMeta, ObjectStore, StoreError, validate_key, validate_prefix};
+
+/// How to reach a bucket.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub bucket: String,
+    /// Key prefix inside the bucket that acts as the data root (`""` or ending in `/`).
+    pub prefix: String,
+    /// Custom endpoint (MinIO, a test server); `None` = AWS (or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region; `None` = from the environment, else `us-east-1`.
+    pub region: Option<String>,
+    /// Static credentials; `None` = the standard AWS credential chain.
+    pub credentials: Option<(String, String)>,
+    /// Per-attempt timeout for one S3 call.
+    pub attempt_timeout: Duration,
+    /// Attempts per call (the SDK retries throttling and 5xx with backoff and jitter).
+    pub max_attempts: u32,
+}
+
+/// An S3 bucket (optionally below a prefix) as an object store.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    /// Builds the client; does not contact S3.
+    pub async fn new(opts: S3Options) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(r) = &opts.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some((ak, sk)) = &opts.credentials {
+            loader = loader.credentials_provider(Credentials::new(ak, sk, None, None, "medserve"));
+        }
+        let shared = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&shared)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(opts.max_attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(opts.attempt_timeout)
+                    .build(),
+            );
+        if shared.region().is_none() {
+            b = b.region(Region::new("us-east-1"));
+        }
+        if let Some(ep) = &opts.endpoint {
+            b = b.endpoint_url(ep).force_path_style(true);
+        } else if shared.endpoint_url().is_some() {
+            b = b.force_path_style(true);
+        }
+        let mut prefix = opts.prefix.trim_start_matches('/').to_string();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        S3Store {
+            client: Client::from_conf(b.build()),
+            bucket: opts.bucket,
+            prefix,
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+}
+
+fn etag_version(etag: Option<&str>, version_id: Option<&str>) -> String {
+    match (version_id, etag) {
+        (Some(v), _) if !v.is_empty() && v != "null" => format!("v{v}"),
+        (_, Some(e)) => e.trim_matches('"').to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Maps an SDK error: 404 is "not found" (except a missing bucket, which is a setup problem);
+/// everything else means the store cannot serve us now.
+fn map_err<E>(key: &str, op: &str, e: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    if status == Some(404) && e.code() != Some("NoSuchBucket") {
+        return StoreError::NotFound(key.into());
+    }
+    let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    StoreError::Unavailable(format!("S3 {op} '{key}': {detail}"))
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        validate_prefix(prefix)?;
+        let full = self.full_key(prefix);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_err(prefix, "list", e))?;
+            for o in page.contents() {
+                let Some(k) = o.key() else { continue };
+                let Some(rel) = k.strip_prefix(&self.prefix) else {
+                    continue;
+                };
+                // Folder markers and keys we could never serve are left out of listings.
+                if rel.ends_with('/') || validate_key(rel).is_err() {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    key: rel.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    version: etag_version(o.e_tag(), None),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| map_err(key, "head", e))?;
+        Ok(ObjectMeta {
+            key: key.into(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            version: etag_version(out.e_tag(), None),
+        })
+    }
+
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| map_err(key, "get", e))?;
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Err(StoreError::TooLarge {
+                key: key.into(),
+                size,
+                limit: max_bytes,
+            });
+        }
+        let meta = ObjectMeta {
+            key: key.into(),
+            size,
+            version: etag_version(out.e_tag(), None),
+        };
+        // Content-Length may lie (or be absent): stop reading as soon as the limit is passed.
+        let mut body = out.body;
+        let mut buf = BytesMut::with_capacity(size as usize);
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("S3 get '{key}': body: {e}")))?
+        {
+            if (buf.len() + chunk.len()) as u64 > max_bytes {
+                return Err(StoreError::TooLarge {
+                    key: key.into(),
+                    size: (buf.len() + chunk.len()) as u64,
+                    limit: max_bytes,
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok((meta, buf.freeze()))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        validate_key(key)?;
+        if range.end <= range.start {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                // 416: the range starts past the end, which reads as empty like a local file.
+                if e.raw_response().map(|r| r.status().as_u16()) == Some(416) {
+                    return Ok(Bytes::new());
+                }
+                return Err(map_err(key, "get range", e));
+            }
+        };
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("S3 get range '{key}': body: {e}")))?;
+        Ok(data.into_bytes())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(&self.bucket, "head bucket", e))
+    }
+}

@@ -1,0 +1,129 @@
+//! One helper that builds the app on generated sample data, and small request helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use medserve::catalog::CatalogFile;
+use medserve::config::Limits;
+use medserve::store::{LocalStore, ObjectStore};
+use medserve::{AppState, HttpOptions, build_router, state_for_store};
+use tower::ServiceExt;
+
+/// The sample data, written once per test binary.
+pub fn sample_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("medserve-test-sample-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        medserve::sample::write_sample_data(&dir).expect("sample data");
+        dir
+    })
+}
+
+/// State over any store, with test-friendly settings.
+pub fn state(store: Arc<dyn ObjectStore>) -> AppState {
+    state_for_store(
+        store,
+        Limits::default(),
+        64 << 20,
+        Duration::from_secs(300),
+        CatalogFile {
+            discover: true,
+            ..Default::default()
+        },
+        2,
+    )
+}
+
+/// The app over the sample data in a local folder.
+pub fn app() -> (Router, AppState) {
+    app_on(sample_dir())
+}
+
+/// The app over a given folder.
+pub fn app_on(dir: &Path) -> (Router, AppState) {
+    let s = state(Arc::new(LocalStore::new(dir).expect("store")));
+    (build_router(s.clone(), &HttpOptions::default()), s)
+}
+
+/// A response, read whole.
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Sends a request through the router.
+pub async fn send(app: &Router, req: Request<Body>) -> Resp {
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `GET uri`.
+pub async fn get(app: &Router, uri: &str) -> Resp {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+/// `GET uri` with headers.
+pub async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut b = Request::get(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(app, b.body(Body::empty()).unwrap()).await
+}
+
+/// Parses a `.npy` body into (shape, values).
+pub fn parse_npy(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
+    use ndarray_npy::ReadNpyExt;
+    let a = ndarray::ArrayD::<f32>::read_npy(std::io::Cursor::new(bytes)).expect("valid npy");
+    (a.shape().to_vec(), a.iter().copied().collect())
+}
+
+/// Asserts a problem+json error with the given status and code, and returns its body.
+pub fn assert_problem(r: &Resp, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(
+        r.status.as_u16(),
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("content-type"), "application/problem+json");
+    let j = r.json();
+    assert_eq!(j["code"], code, "{j}");
+    assert_eq!(j["status"], status);
+    assert!(j["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    j
+}

@@ -1,0 +1,193 @@
+//! Parity with MONAI: every case in tests/fixtures/monai2d (made by tools/make_monai_fixtures.py
+//! with MONAI itself) must come out of our pipeline, and out of the HTTP API, within 1e-5.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use medserve::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode, decode};
+use medserve::pipeline::{Chain2d, Scale};
+use ndarray::ArrayD;
+use ndarray_npy::ReadNpyExt;
+use serde::Deserialize;
+
+/// Max abs difference allowed for outputs in [0, 1], and relative for unscaled outputs.
+const TOL: f32 = 1e-5;
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    name: String,
+    input: String,
+    size: [usize; 2],
+    mode: String,
+    scale: String,
+    expected: String,
+    decoded: String,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/monai2d")
+}
+
+fn manifest() -> Manifest {
+    let text = std::fs::read_to_string(root().join("manifest.json")).expect("manifest");
+    serde_json::from_str(&text).expect("manifest json")
+}
+
+fn npy(rel: &str) -> ArrayD<f32> {
+    let f = std::fs::File::open(root().join(rel)).expect(rel);
+    ArrayD::<f32>::read_npy(f).expect("npy")
+}
+
+fn chain(c: &Case) -> Chain2d {
+    Chain2d {
+        decode: DecodeOptions {
+            channels: ChannelMode::Native,
+            palette: PaletteMode::Indices,
+            max_pixels: 1 << 30,
+        },
+        size: (c.size[0], c.size[1]),
+        mode: match c.mode.as_str() {
+            "area" => ResizeMode::Area,
+            "nearest" => ResizeMode::Nearest,
+            "bilinear" => ResizeMode::Linear,
+            m => panic!("unknown mode {m}"),
+        },
+        scale: match c.scale.as_str() {
+            "minmax" => Scale::MinMax,
+            _ => Scale::None,
+        },
+    }
+}
+
+/// Largest difference, relative to max(1, |expected|) so unscaled 16-bit values (up to 6e4,
+/// where one float32 step is 4e-3) are held to float rounding, not to an absolute 1e-5.
+fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+fn is_jpeg(c: &Case) -> bool {
+    c.input.ends_with(".jpg") || c.input.ends_with(".jpeg")
+}
+
+#[test]
+fn manifest_covers_every_mode_and_input_kind() {
+    let m = manifest();
+    assert!(m.cases.len() >= 40, "{} cases", m.cases.len());
+    for mode in ["area", "nearest", "bilinear"] {
+        assert!(m.cases.iter().any(|c| c.mode == mode));
+    }
+    for kind in ["gray16", "palette", "rgba", "la_", "jpg", "const"] {
+        assert!(m.cases.iter().any(|c| c.input.contains(kind)), "{kind}");
+    }
+}
+
+#[test]
+fn png_decoding_equals_monai_loadimage() {
+    for c in manifest().cases.iter().filter(|c| !is_jpeg(c)) {
+        let bytes = std::fs::read(root().join(&c.input)).unwrap();
+        let d = decode::decode(&bytes, &chain(c).decode).unwrap();
+        let want = npy(&c.decoded);
+        let got = d.data.into_dyn();
+        assert_eq!(got.shape(), want.shape(), "{}", c.name);
+        assert_eq!(
+            max_diff(&got, &want),
+            0.0,
+            "{}: PNG decoding must be exact",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn transforms_equal_monai_on_monai_decoded_input() {
+    // Isolates resize + scale from decoding (JPEG decoders differ slightly; see below).
+    for c in &manifest().cases {
+        let got = chain(c).apply(&npy(&c.decoded));
+        let d = max_diff(&got, &npy(&c.expected));
+        assert!(d <= TOL, "{}: max diff {d}", c.name);
+    }
+}
+
+#[test]
+fn whole_pipeline_equals_monai_for_png() {
+    for c in manifest().cases.iter().filter(|c| !is_jpeg(c)) {
+        let bytes = std::fs::read(root().join(&c.input)).unwrap();
+        let ch = chain(c);
+        let d = decode::decode(&bytes, &ch.decode).unwrap();
+        let got = ch.apply(&d.data.into_dyn());
+        let diff = max_diff(&got, &npy(&c.expected));
+        assert!(diff <= TOL, "{}: max diff {diff}", c.name);
+    }
+}
+
+/// libjpeg-turbo (Pillow, so MONAI) and the `image` crate's decoder use different IDCT and
+/// chroma-upsampling arithmetic, so JPEG pixels may differ by a few levels. We bound it
+/// rather than pretend it is zero; PNG (the MedNIST/MedMNIST format) is exact.
+#[test]
+fn jpeg_decoding_is_within_a_few_levels_of_libjpeg() {
+    for c in manifest().cases.iter().filter(|c| is_jpeg(c)) {
+        let bytes = std::fs::read(root().join(&c.input)).unwrap();
+        let got = decode::decode(&bytes, &chain(c).decode)
+            .unwrap()
+            .data
+            .into_dyn();
+        let want = npy(&c.decoded);
+        assert_eq!(got.shape(), want.shape(), "{}", c.name);
+        let max = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        let mean = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / got.len() as f32;
+        eprintln!(
+            "{}: JPEG decode vs libjpeg: max {max} levels, mean {mean:.4}",
+            c.name
+        );
+        assert!(
+            max <= 4.0 && mean <= 0.5,
+            "{}: max {max}, mean {mean}",
+            c.name
+        );
+    }
+}
+
+/// The same numbers through the HTTP API as `.npy`.
+#[tokio::test]
+async fn http_npy_equals_monai_for_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest();
+    for c in &m.cases {
+        let file = Path::new(&c.input).file_name().unwrap();
+        let dst = dir.path().join("parity/all/fixtures").join(file);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(root().join(&c.input), dst).unwrap();
+    }
+    let (app, _) = common::app_on(dir.path());
+    for c in m.cases.iter().filter(|c| !is_jpeg(c)) {
+        let stem = Path::new(&c.input).file_stem().unwrap().to_str().unwrap();
+        let uri = format!(
+            "/v1/datasets/parity/splits/all/items/fixtures~{stem}/image?format=npy&size={},{}&mode={}&scale={}",
+            c.size[0], c.size[1], c.mode, c.scale
+        );
+        let r = common::get(&app, &uri).await;
+        assert_eq!(r.status, 200, "{uri}: {}", String::from_utf8_lossy(&r.body));
+        let got = ArrayD::<f32>::read_npy(std::io::Cursor::new(&r.body)).unwrap();
+        let diff = max_diff(&got, &npy(&c.expected));
+        assert!(diff <= TOL, "{}: max diff {diff} over HTTP", c.name);
+    }
+}
