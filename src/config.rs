@@ -300,6 +300,16 @@ impl Config {
     }
 }
 
+impl ServeArgs {
+    /// The flags of `serve` with nothing given on the command line (environment still applies).
+    pub fn parse_default() -> ServeArgs {
+        match Cli::parse_from(["medserve", "serve"]).command {
+            Some(Command::Serve(a)) => *a,
+            _ => unreachable!("serve was given"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,15 +362,5 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert!(matches!(c.data, DataRoot::Sample(_)));
         assert_eq!(c.cors, CorsOrigins::Any);
-    }
-}
-
-impl ServeArgs {
-    /// The flags of `serve` with nothing given on the command line (environment still applies).
-    pub fn parse_default() -> ServeArgs {
-        match Cli::parse_from(["medserve", "serve"]).command {
-            Some(Command::Serve(a)) => *a,
-            _ => unreachable!("serve was given"),
-        }
     }
 }

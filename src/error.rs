@@ -25,6 +25,8 @@ pub enum AppError {
         what: &'static str,
         name: String,
         available: Vec<String>,
+        /// Where to look when `available` is only a sample.
+        hint: Option<String>,
     },
     /// 404: no route matches the path.
     #[error("no route for {0}")]
@@ -149,7 +151,9 @@ impl AppError {
             object: None,
         };
         match self {
-            AppError::NotFound { available, .. } => {
+            AppError::NotFound {
+                available, hint, ..
+            } => {
                 p.available = Some(available.clone());
                 if available.is_empty() {
                     p.detail.push_str("; nothing of that kind exists here");
@@ -165,6 +169,9 @@ impl AppError {
                         list.push_str(&format!(", ... ({} in all)", available.len()));
                     }
                     p.detail.push_str(&format!("; available: {list}"));
+                }
+                if let Some(h) = hint {
+                    p.detail.push_str(&format!("; {h}"));
                 }
             }
             AppError::InvalidParameter { param, allowed, .. } => {
@@ -243,10 +250,14 @@ impl From<StoreError> for AppError {
                 what: "object",
                 name: key,
                 available: vec![],
+                hint: Some("it was listed but is gone; POST /v1/catalog/refresh".into()),
             },
-            StoreError::InvalidKey { key, reason } => {
-                AppError::param("key", format!("refused object key '{key}': {reason}"))
-            }
+            // Keys come from listings, never from clients: a refused one is an object we
+            // cannot serve, not a bad request.
+            StoreError::InvalidKey { key, reason } => AppError::Undecodable {
+                key,
+                message: format!("its key is refused: {reason}"),
+            },
             StoreError::TooLarge { key, size, limit } => AppError::TooLarge {
                 key,
                 message: format!("{size} bytes exceeds the limit of {limit} bytes"),

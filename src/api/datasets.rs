@@ -17,6 +17,9 @@ use crate::imaging::DecodeOptions;
 use crate::pipeline;
 use crate::state::AppState;
 
+/// Query parameters of the item listing.
+pub const ITEM_LIST_PARAMS: &[&str] = &["class", "offset", "limit"];
+
 /// Default page size of item listings.
 pub const DEFAULT_PAGE: usize = 100;
 
@@ -29,6 +32,7 @@ pub(crate) fn dataset<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Dataset,
         what: "dataset",
         name: name.into(),
         available: snap.datasets.keys().cloned().collect(),
+        hint: None,
     })
 }
 
@@ -37,31 +41,24 @@ pub(crate) fn split<'a>(ds: &'a Dataset, name: &str) -> Result<&'a Split, AppErr
         what: "split",
         name: name.into(),
         available: ds.split_names(),
+        hint: None,
     })
 }
 
 pub(crate) fn item<'a>(ds: &Dataset, sp: &'a Split, id: &str) -> Result<&'a Item, AppError> {
     const SHOWN: usize = 20;
-    sp.item(id).ok_or_else(|| {
-        let mut available: Vec<String> = sp
-            .items
-            .iter()
-            .take(SHOWN - 1)
-            .map(|i| i.id.clone())
-            .collect();
-        if sp.items.len() > SHOWN {
-            available.push(format!(
-                "... {} items in all: page through /v1/datasets/{}/splits/{}/items",
+    sp.item(id).ok_or_else(|| AppError::NotFound {
+        what: "item",
+        name: id.into(),
+        available: sp.items.iter().take(SHOWN).map(|i| i.id.clone()).collect(),
+        hint: (sp.items.len() > SHOWN).then(|| {
+            format!(
+                "{} items in all: page through /v1/datasets/{}/splits/{}/items",
                 sp.items.len(),
                 ds.name,
                 sp.name
-            ));
-        }
-        AppError::NotFound {
-            what: "item",
-            name: id.into(),
-            available,
-        }
+            )
+        }),
     })
 }
 
@@ -244,13 +241,13 @@ pub async fn list_items(
     headers: HeaderMap,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, &["class", "offset", "limit"])?;
-    let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
-    let sp = split(ds, &split_name)?;
+    let p = Params::new(q, ITEM_LIST_PARAMS)?;
     let max = state.limits.max_page;
     let limit = p.usize_in("limit", DEFAULT_PAGE.min(max), 1, max)?;
     let offset = p.usize_in("offset", 0, 0, usize::MAX / 2)?;
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &name)?;
+    let sp = split(ds, &split_name)?;
     let class = match p.get("class") {
         None => None,
         Some(c) => {
@@ -271,6 +268,7 @@ pub async fn list_items(
                         what: "class",
                         name: c.into(),
                         available: ds.classes.clone(),
+                        hint: None,
                     })?,
             )
         }

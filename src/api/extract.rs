@@ -76,8 +76,8 @@ impl Params {
     ) -> Result<usize, AppError> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+            Some(v) => match parse_digits(v) {
+                Some(n) if (lo..=hi).contains(&n) => Ok(n),
                 _ => Err(AppError::param_allowed(
                     name,
                     format!("'{v}' is not a whole number in range"),
@@ -113,4 +113,12 @@ impl Params {
                 }),
         }
     }
+}
+
+/// A plain decimal number: digits only (no sign, no spaces), as the spec's patterns say.
+pub fn parse_digits(v: &str) -> Option<usize> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
 }

@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::datasets::{dataset, item, snapshot, split};
-use super::extract::{Params, Path, RawPairs};
+use super::extract::{Params, Path, RawPairs, parse_digits};
 use super::response::{self, ArrayFormat, PngWindow};
 use crate::catalog::Kind;
 use crate::error::AppError;
@@ -37,8 +37,8 @@ fn parse_size(v: &str, max: usize) -> Result<(usize, usize), AppError> {
         )
     };
     let (h, w) = v.split_once(',').ok_or_else(bad)?;
-    let h: usize = h.trim().parse().map_err(|_| bad())?;
-    let w: usize = w.trim().parse().map_err(|_| bad())?;
+    let h = parse_digits(h.trim()).ok_or_else(bad)?;
+    let w = parse_digits(w.trim()).ok_or_else(bad)?;
     if !(1..=max).contains(&h) || !(1..=max).contains(&w) {
         return Err(bad());
     }
@@ -159,7 +159,7 @@ mod tests {
     fn sizes() {
         assert_eq!(parse_size("64,64", 4096).unwrap(), (64, 64));
         assert_eq!(parse_size(" 32 , 48", 4096).unwrap(), (32, 48));
-        for bad in ["64", "0,5", "a,b", "5000,5", "1,2,3", "-1,4"] {
+        for bad in ["64", "0,5", "a,b", "5000,5", "1,2,3", "-1,4", "+3,4"] {
             assert!(parse_size(bad, 4096).is_err(), "{bad}");
         }
     }

@@ -25,10 +25,12 @@ pub mod images;
 pub mod ops;
 pub mod response;
 
-/// One route: its path (axum syntax, which is also OpenAPI's), method and handler.
+/// One route: its path (axum syntax, which is also OpenAPI's), method, the query parameters
+/// its handler accepts, and the handler.
 pub struct Route {
     pub path: &'static str,
     pub method: Method,
+    pub query: &'static [&'static str],
     pub handler: MethodRouter<AppState>,
 }
 
@@ -38,6 +40,13 @@ pub fn routes() -> Vec<Route> {
     let r = |path, method, handler| Route {
         path,
         method,
+        query: &[],
+        handler,
+    };
+    let q = |path, method, query, handler| Route {
+        path,
+        method,
+        query,
         handler,
     };
     vec![
@@ -63,9 +72,10 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             get(datasets::list_classes),
         ),
-        r(
+        q(
             "/v1/datasets/{dataset}/splits/{split}/items",
             Method::GET,
+            datasets::ITEM_LIST_PARAMS,
             get(datasets::list_items),
         ),
         r(
@@ -73,9 +83,10 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             get(datasets::get_item),
         ),
-        r(
+        q(
             "/v1/datasets/{dataset}/splits/{split}/items/{item}/image",
             Method::GET,
+            images::IMAGE_PARAMS,
             get(images::get_image),
         ),
     ]

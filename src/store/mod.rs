@@ -23,8 +23,10 @@ pub struct ObjectMeta {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
-    /// Changes whenever the content changes: the S3 ETag (or version id), or size + mtime for
-    /// local files. Part of every cache key and HTTP ETag.
+    /// Changes whenever the content changes: the S3 ETag (or the modification time where a
+    /// server lists no ETags), or size + mtime for local files. Part of every cache key and
+    /// HTTP ETag. Only versions from the same operation are comparable (a listing's may be
+    /// spelled differently from `head`'s).
     pub version: String,
 }
 

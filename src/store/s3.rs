@@ -144,7 +144,16 @@ impl ObjectStore for S3Store {
                 out.push(ObjectMeta {
                     key: rel.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
-                    version: etag_version(o.e_tag(), None),
+                    // Some S3-protocol servers (s3s-fs) list no ETags: fall back to the
+                    // modification time, which also changes with every PUT.
+                    version: match o.e_tag() {
+                        Some(e) => etag_version(Some(e), None),
+                        None => format!(
+                            "lm{}-{:x}",
+                            o.last_modified().map_or(0, |t| t.as_nanos()),
+                            o.size().unwrap_or(0)
+                        ),
+                    },
                 });
             }
         }

@@ -1,0 +1,155 @@
+//! The API is a contract: openapi.yaml and the router must name the same routes, methods and
+//! query parameters, and every documented operation must be reachable as documented.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use serde_json::Value;
+
+const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
+
+fn spec() -> Value {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).expect("openapi.yaml parses")
+}
+
+fn spec_operations(spec: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for m in METHODS {
+            if item.get(m).is_some() {
+                out.insert((m.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Resolves `{"$ref": "#/components/..."}` one level.
+fn deref<'a>(spec: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let mut cur = spec;
+            for part in r.trim_start_matches("#/").split('/') {
+                cur = &cur[part];
+            }
+            cur
+        }
+        None => v,
+    }
+}
+
+fn spec_query_params(spec: &Value, path: &str, method: &str) -> BTreeSet<String> {
+    let item = &spec["paths"][path];
+    let mut params: Vec<&Value> = Vec::new();
+    for list in [&item["parameters"], &item[method]["parameters"]] {
+        if let Some(a) = list.as_array() {
+            params.extend(a.iter().map(|p| deref(spec, p)));
+        }
+    }
+    params
+        .into_iter()
+        .filter(|p| p["in"] == "query")
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn router_and_spec_name_the_same_operations() {
+    let spec = spec();
+    let in_spec = spec_operations(&spec);
+    let in_router: BTreeSet<(String, String)> = medserve::api::routes()
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    let missing_in_spec: Vec<_> = in_router.difference(&in_spec).collect();
+    let missing_in_router: Vec<_> = in_spec.difference(&in_router).collect();
+    assert!(
+        missing_in_spec.is_empty() && missing_in_router.is_empty(),
+        "routes not in openapi.yaml: {missing_in_spec:?}; operations in openapi.yaml without a route: {missing_in_router:?}"
+    );
+}
+
+#[test]
+fn router_and_spec_name_the_same_query_parameters() {
+    let spec = spec();
+    for r in medserve::api::routes() {
+        let documented = spec_query_params(&spec, r.path, &r.method.as_str().to_lowercase());
+        let accepted: BTreeSet<String> = r.query.iter().map(|s| s.to_string()).collect();
+        assert_eq!(documented, accepted, "{} {}", r.method, r.path);
+    }
+}
+
+#[test]
+fn every_operation_documents_its_errors_as_problem_json() {
+    let spec = spec();
+    for (method, path) in spec_operations(&spec) {
+        let op = &spec["paths"][&path][method.to_lowercase()];
+        assert!(
+            op["operationId"].is_string(),
+            "{method} {path}: operationId"
+        );
+        let responses = op["responses"].as_object().expect("responses");
+        for (status, resp) in responses {
+            let resp = deref(&spec, resp);
+            if status.starts_with('4') || status.starts_with('5') {
+                assert!(
+                    resp["content"].get("application/problem+json").is_some(),
+                    "{method} {path} {status} must be problem+json"
+                );
+            }
+        }
+        if path.starts_with("/v1/") {
+            for s in ["400", "503"] {
+                assert!(
+                    responses.contains_key(s),
+                    "{method} {path} documents no {s}"
+                );
+            }
+        }
+    }
+}
+
+/// Fills path parameters with values that exist in the sample data.
+fn concrete(path: &str) -> String {
+    path.replace("{dataset}", "medmnist")
+        .replace("{split}", "train")
+        .replace("{item}", "HeadCT~005001")
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_served_and_others_are_405() {
+    let (app, _) = common::app();
+    let spec = spec();
+    for (method, path) in spec_operations(&spec) {
+        let uri = concrete(&path);
+        let req = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(&uri)
+            .body(Body::empty())
+            .unwrap();
+        let r = common::send(&app, req).await;
+        assert!(
+            r.status.is_success(),
+            "{method} {uri}: {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+        let documented = &spec["paths"][&path][method.to_lowercase()]["responses"];
+        assert!(
+            documented.get(r.status.as_str()).is_some(),
+            "{method} {uri} answered {} which is not documented",
+            r.status
+        );
+        let wrong = Request::builder()
+            .method(Method::DELETE)
+            .uri(&uri)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(common::send(&app, wrong).await.status, 405, "DELETE {uri}");
+    }
+}
