@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every `curl` line of README.md, exactly as printed, against the real binary serving the
+# built-in sample data. A line ending in a comment with a status (`# 404`) must answer that
+# status; every other line must answer 2xx. Only 127.0.0.1 is contacted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --locked --quiet --bin medserve
+bin="$PWD/target/debug/medserve"
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+
+pid=""
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+(cd "$work" && exec "$bin" serve --listen "127.0.0.1:$port") >"$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$work/server.log"; exit 1; }
+
+mapfile -t lines < <(grep -E '^\s*curl ' README.md)
+[ "${#lines[@]}" -gt 0 ] || { echo "no curl lines in README.md"; exit 1; }
+failed=0
+for line in "${lines[@]}"; do
+  cmd=${line//127.0.0.1:8080/127.0.0.1:$port}
+  want="2xx"
+  if [[ $cmd =~ \#[[:space:]]*([0-9]{3}) ]]; then want=${BASH_REMATCH[1]}; fi
+  cmd=${cmd%%#*}
+  got=$(cd "$work" && bash -c "$cmd -s -w '\n%{http_code}'" 2>/dev/null | tail -n 1) || true
+  if [[ $want == 2xx && $got == 2?? ]] || [[ $got == "$want" ]]; then
+    echo "ok   $got  $line"
+  else
+    echo "FAIL $got (want $want)  $line"
+    failed=$((failed + 1))
+  fi
+done
+echo "README curl lines: $(( ${#lines[@]} - failed )) passed, $failed failed"
+[ "$failed" -eq 0 ]
