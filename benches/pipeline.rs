@@ -78,10 +78,7 @@ fn scaled(bytes: &[u8], channels: usize) -> ArrayD<f32> {
     intensity::scale_minmax(&mut one);
     let (_, h, w) = (one.shape()[0], one.shape()[1], one.shape()[2]);
     // Further channels are shifted copies, so the channels differ.
-    Array3::from_shape_fn((channels, h, w), |(c, y, x)| {
-        one[[0, y, (x + 17 * c) % w]]
-    })
-    .into_dyn()
+    Array3::from_shape_fn((channels, h, w), |(c, y, x)| one[[0, y, (x + 17 * c) % w]]).into_dyn()
 }
 
 fn bench_decode(c: &mut Criterion) {
@@ -143,7 +140,10 @@ fn bench_chain(c: &mut Criterion) {
 
 fn bench_encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("encode");
-    for (label, a) in [("1x64x64", scaled(&png_64(), 1)), ("3x512x512", scaled(&png_512(), 3))] {
+    for (label, a) in [
+        ("1x64x64", scaled(&png_64(), 1)),
+        ("3x512x512", scaled(&png_512(), 3)),
+    ] {
         g.throughput(Throughput::Elements(a.len() as u64));
         g.bench_with_input(BenchmarkId::new("f32_le", label), &a, |b, a| {
             b.iter(|| encode::f32_le(black_box(a)));

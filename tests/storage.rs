@@ -9,84 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use common::s3::{AK, BUCKET, SK, s3_store, sdk_client, start_s3, upload};
 use medserve::store::{LocalStore, ObjectStore, S3Options, S3Store, StoreError};
 
-const AK: &str = "medserve-test";
-const SK: &str = "medserve-test-secret";
-const BUCKET: &str = "medserve-data";
 /// More than one page of ListObjectsV2 (1000 keys), so pagination is exercised.
 const MANY: usize = 1050;
-
-/// A running s3s-fs server; it stops with the test's runtime.
-struct S3Server {
-    endpoint: String,
-    _root: tempfile::TempDir,
-}
-
-async fn start_s3() -> S3Server {
-    let root = tempfile::tempdir().unwrap();
-    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-    let mut b = s3s::service::S3ServiceBuilder::new(fs);
-    b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
-    let service = b.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                return;
-            };
-            let svc = service.clone();
-            tokio::spawn(async move {
-                let _ = ConnBuilder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(sock), svc)
-                    .await;
-            });
-        }
-    });
-    S3Server {
-        endpoint: format!("http://{addr}"),
-        _root: root,
-    }
-}
-
-fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version_latest()
-        .endpoint_url(endpoint)
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            AK, SK, None, None, "test",
-        ))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
-fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let key = p
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_str()
-                    .unwrap()
-                    .replace('\\', "/");
-                out.push((key, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// The files the conformance suite expects, written to a folder.
 fn write_conformance_files(dir: &Path) {
@@ -102,44 +29,6 @@ fn write_conformance_files(dir: &Path) {
     for i in 0..MANY {
         w(&format!("many/{i:05}.txt"), i.to_string().as_bytes());
     }
-}
-
-async fn upload(client: &aws_sdk_s3::Client, dir: &Path, prefix: &str) {
-    let _ = client.create_bucket().bucket(BUCKET).send().await;
-    let files = files_under(dir);
-    // Bounded parallelism: fast, without flooding the in-process server.
-    for chunk in files.chunks(32) {
-        let mut set = tokio::task::JoinSet::new();
-        for (key, data) in chunk.iter().cloned() {
-            let c = client.clone();
-            let key = format!("{prefix}{key}");
-            set.spawn(async move {
-                c.put_object()
-                    .bucket(BUCKET)
-                    .key(&key)
-                    .body(ByteStream::from(data))
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            r.unwrap();
-        }
-    }
-}
-
-async fn s3_store(endpoint: &str, prefix: &str) -> S3Store {
-    S3Store::new(S3Options {
-        bucket: BUCKET.into(),
-        prefix: prefix.into(),
-        endpoint: Some(endpoint.into()),
-        region: Some("us-east-1".into()),
-        credentials: Some((AK.into(), SK.into())),
-        attempt_timeout: Duration::from_secs(10),
-        max_attempts: 2,
-    })
-    .await
 }
 
 /// The suite every backend must pass. `rewrite` replaces `a/two.txt` with new content.

@@ -15,6 +15,8 @@ use medserve::store::{LocalStore, ObjectStore};
 use medserve::{AppState, HttpOptions, build_router, state_for_store};
 use tower::ServiceExt;
 
+pub mod s3;
+
 /// The sample data, written once per test binary.
 pub fn sample_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

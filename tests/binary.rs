@@ -1,0 +1,217 @@
+//! The real binary, as a user runs it: sample data by default, `--data s3://...` against a real
+//! S3-protocol server with credentials from the environment, bad flags, and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_medserve");
+
+/// A child process killed on drop unless it already exited.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `medserve serve ARGS` on a free port and waits for its "serving on" line.
+fn spawn(args: &[&str], envs: &[(&str, &str)], cwd: &std::path::Path) -> Server {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(cwd)
+        .env_remove("MEDSERVE_DATA")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn medserve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("medserve is serving on http://") {
+                let _ = tx.send(rest.trim().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server started");
+    Server { child, addr }
+}
+
+/// A minimal HTTP/1.1 GET; returns (status, body).
+async fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status = head[9..12].parse().unwrap();
+    let mut body = buf[head_end..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
+        b = &b[nl + 2 + n + 2..];
+    }
+}
+
+#[tokio::test]
+async fn serve_without_data_generates_and_serves_sample_data() {
+    let cwd = tempfile::tempdir().unwrap();
+    let server = spawn(&[], &[], cwd.path());
+    assert!(
+        cwd.path()
+            .join("medserve-sample-data/medmnist/train/HeadCT")
+            .is_dir()
+    );
+    let (status, body) = http_get(&server.addr, "/v1/datasets").await;
+    assert_eq!(status, 200);
+    let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(j.as_array().unwrap().len(), 3);
+    let (status, body) = http_get(
+        &server.addr,
+        "/v1/datasets/medmnist/splits/train/items/HeadCT~005001/image?format=npy",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(common::parse_npy(&body).0, [1, 64, 64]);
+}
+
+#[tokio::test]
+async fn serve_from_s3_with_credentials_from_the_environment() {
+    let s3 = common::s3::start_s3().await;
+    let client = common::s3::sdk_client(&s3.endpoint);
+    common::s3::upload(&client, common::sample_dir(), "workshop/").await;
+    let cwd = tempfile::tempdir().unwrap();
+    let data = format!("s3://{}/workshop", common::s3::BUCKET);
+    let server = spawn(
+        &["--data", &data, "--s3-endpoint", &s3.endpoint],
+        &[
+            ("AWS_ACCESS_KEY_ID", common::s3::AK),
+            ("AWS_SECRET_ACCESS_KEY", common::s3::SK),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+        cwd.path(),
+    );
+    let (status, body) = http_get(&server.addr, "/readyz").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = http_get(&server.addr, "/v1/datasets/medmnist").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        j["source"],
+        format!("s3://{}/workshop/medmnist/", common::s3::BUCKET)
+    );
+    let (status, body) = http_get(
+        &server.addr,
+        "/v1/datasets/medmnist/splits/val/items/CXR~012001/image?format=npy&size=32,32",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(common::parse_npy(&body).0, [1, 32, 32]);
+    // Nothing was downloaded to disk.
+    assert!(!cwd.path().join("medserve-sample-data").exists());
+}
+
+#[test]
+fn bad_flags_are_all_reported_and_exit_2() {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "nowhere",
+            "--cache-mb",
+            "0",
+            "--data",
+            "s3://Bad_Bucket",
+        ])
+        .env_remove("MEDSERVE_DATA")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["--listen", "--cache-mb", "--data"] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+}
+
+#[test]
+fn sample_data_command_is_deterministic() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for d in [&a, &b] {
+        let st = Command::new(BIN)
+            .arg("sample-data")
+            .arg(d.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let fa = common::s3::files_under(a.path());
+    let fb = common::s3::files_under(b.path());
+    assert!(fa.len() > 120);
+    assert!(fa == fb, "two runs wrote different bytes");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_server_cleanly() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut server = spawn(&[], &[], cwd.path());
+    assert_eq!(http_get(&server.addr, "/healthz").await.0, 200);
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}

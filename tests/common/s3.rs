@@ -1,0 +1,121 @@
+//! A real S3-protocol server (s3s-fs) in-process on 127.0.0.1, and helpers to fill it.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use medserve::store::{S3Options, S3Store};
+
+pub const AK: &str = "medserve-test";
+pub const SK: &str = "medserve-test-secret";
+pub const BUCKET: &str = "medserve-data";
+
+/// A running s3s-fs server; it stops with the test's runtime.
+pub struct S3Server {
+    pub endpoint: String,
+    _root: tempfile::TempDir,
+}
+
+pub async fn start_s3() -> S3Server {
+    let root = tempfile::tempdir().unwrap();
+    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+    let mut b = s3s::service::S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
+    let service = b.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let svc = service.clone();
+            tokio::spawn(async move {
+                let _ = ConnBuilder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    S3Server {
+        endpoint: format!("http://{addr}"),
+        _root: root,
+    }
+}
+
+pub fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version_latest()
+        .endpoint_url(endpoint)
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            AK, SK, None, None, "test",
+        ))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+pub fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let key = p
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace('\\', "/");
+                out.push((key, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub async fn upload(client: &aws_sdk_s3::Client, dir: &Path, prefix: &str) {
+    let _ = client.create_bucket().bucket(BUCKET).send().await;
+    let files = files_under(dir);
+    // Bounded parallelism: fast, without flooding the in-process server.
+    for chunk in files.chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for (key, data) in chunk.iter().cloned() {
+            let c = client.clone();
+            let key = format!("{prefix}{key}");
+            set.spawn(async move {
+                c.put_object()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .body(ByteStream::from(data))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    }
+}
+
+pub async fn s3_store(endpoint: &str, prefix: &str) -> S3Store {
+    S3Store::new(S3Options {
+        bucket: BUCKET.into(),
+        prefix: prefix.into(),
+        endpoint: Some(endpoint.into()),
+        region: Some("us-east-1".into()),
+        credentials: Some((AK.into(), SK.into())),
+        attempt_timeout: Duration::from_secs(10),
+        max_attempts: 2,
+    })
+    .await
+}
