@@ -787,3 +787,40 @@ async fn a_vanished_data_folder_is_an_outage_not_an_empty_catalog() {
     // The catalog listed before the outage keeps answering.
     assert_eq!(get(&app, "/v1/datasets/ds").await.status, 200);
 }
+
+#[tokio::test]
+async fn an_expired_listing_is_served_while_it_is_refreshed_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = medserve::sample::gray_png(8, 8, &[7u8; 64]).unwrap();
+    let add = |rel: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, &good).unwrap();
+    };
+    add("ds/train/A/1.png");
+    let s = medserve::state_for_store(
+        std::sync::Arc::new(medserve::store::LocalStore::new(dir.path()).unwrap()),
+        medserve::config::Limits::default(),
+        1 << 20,
+        std::time::Duration::ZERO,
+        medserve::catalog::CatalogFile {
+            discover: true,
+            ..Default::default()
+        },
+        1,
+    );
+    let app = medserve::build_router(s, &medserve::HttpOptions::default());
+    assert_eq!(get(&app, "/v1/datasets/ds").await.json()["items"], 1);
+    add("ds/train/A/2.png");
+    let mut seen = 0;
+    for _ in 0..200 {
+        seen = get(&app, "/v1/datasets/ds").await.json()["items"]
+            .as_u64()
+            .unwrap();
+        if seen == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, 2, "the background re-listing picked up the new file");
+}

@@ -1,5 +1,6 @@
-//! Dataset discovery with a TTL: one listing of the store, parsed into datasets, kept until it
-//! is older than the TTL or refreshed by hand. Nothing is listed before the first request.
+//! Dataset discovery with a TTL: one listing of the store, parsed into datasets, re-listed in
+//! the background once older than the TTL, or at once on a manual refresh. Nothing is listed
+//! before the first request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -34,7 +35,7 @@ pub struct Catalog {
     fallback_name: String,
     current: RwLock<Option<Loaded>>,
     /// Only one listing runs at a time; others wait for its result.
-    refreshing: tokio::sync::Mutex<()>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Catalog {
@@ -53,44 +54,36 @@ impl Catalog {
             file,
             fallback_name,
             current: RwLock::new(None),
-            refreshing: tokio::sync::Mutex::new(()),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    fn fresh(&self) -> Option<Arc<Snapshot>> {
-        let guard = self.current.read().expect("catalog lock poisoned");
-        guard
-            .as_ref()
-            .filter(|l| l.at.elapsed() < self.ttl)
-            .map(|l| l.snapshot.clone())
-    }
-
-    /// The current snapshot, listing the store first when there is none or it is too old.
-    /// When a re-listing fails but an older snapshot exists, the older one keeps serving.
-    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
-        if let Some(s) = self.fresh() {
-            return Ok(s);
-        }
-        let _guard = self.refreshing.lock().await;
-        if let Some(s) = self.fresh() {
-            return Ok(s);
-        }
-        match self.load().await {
-            Ok(s) => Ok(s),
-            Err(e) => {
-                let stale = self
-                    .current
-                    .read()
-                    .expect("catalog lock poisoned")
-                    .as_ref()
-                    .map(|l| l.snapshot.clone());
-                match stale {
-                    Some(s) => {
-                        tracing::warn!(error = %e, "re-listing failed; serving the previous catalog");
-                        Ok(s)
-                    }
-                    None => Err(e),
+    /// The current snapshot. Only the very first call waits for a listing; after that a
+    /// snapshot older than the TTL is still served while one background task lists the store
+    /// again (stale-while-revalidate), so no request pays for re-listing a large bucket. When
+    /// that re-listing fails, the previous snapshot keeps serving.
+    pub async fn snapshot(self: &Arc<Self>) -> Result<Arc<Snapshot>, StoreError> {
+        let current = self.current.read().expect("catalog lock poisoned").clone();
+        match current {
+            Some(l) if l.at.elapsed() < self.ttl => Ok(l.snapshot),
+            Some(l) => {
+                if let Ok(guard) = self.refreshing.clone().try_lock_owned() {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = this.load().await {
+                            tracing::warn!(error = %e, "re-listing failed; serving the previous catalog");
+                        }
+                        drop(guard);
+                    });
                 }
+                Ok(l.snapshot)
+            }
+            None => {
+                let _guard = self.refreshing.lock().await;
+                if let Some(l) = self.current.read().expect("catalog lock poisoned").clone() {
+                    return Ok(l.snapshot);
+                }
+                self.load().await
             }
         }
     }
