@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A real headless Chromium loads a page from one origin that reads medserve on another origin
+# (fetch of JSON, of float32 arrays with exposed X-Shape/X-Dtype/ETag, an Authorization header
+# that forces a preflight, a problem+json error, a PNG in <img>), and checks that a server whose
+# CORS list excludes the page's origin is unreadable. Only 127.0.0.1 is used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+chrome=$(command -v chromium || command -v chromium-browser || true)
+if [ -z "$chrome" ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  chrome=$(command -v chromium)
+fi
+
+cargo build --locked --quiet --bin medserve
+bin="$PWD/target/debug/medserve"
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+api_port=$(free_port); denied_port=$(free_port); page_port=$(free_port)
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" sample-data "$work/data" >/dev/null
+"$bin" serve --data "$work/data" --listen "127.0.0.1:$api_port" >"$work/api.log" 2>&1 &
+pids+=($!)
+"$bin" serve --data "$work/data" --listen "127.0.0.1:$denied_port" \
+  --cors-origins "https://viewer.example.org" >"$work/denied.log" 2>&1 &
+pids+=($!)
+mkdir -p "$work/page"
+cp tests/browser/viewer.html "$work/page/"
+python3 -m http.server "$page_port" --bind 127.0.0.1 --directory "$work/page" >"$work/page.log" 2>&1 &
+pids+=($!)
+
+for port in "$api_port" "$denied_port" "$page_port"; do
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+done
+
+url="http://127.0.0.1:$page_port/viewer.html?api=http://127.0.0.1:$api_port&denied=http://127.0.0.1:$denied_port"
+timeout 60 "$chrome" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+  --disable-background-networking --disable-component-update --disable-sync \
+  --user-data-dir="$work/profile" --virtual-time-budget=15000 --dump-dom "$url" \
+  >"$work/dom.html" 2>"$work/chrome.log" || { cat "$work/chrome.log"; exit 1; }
+
+python3 - "$work/dom.html" <<'PY'
+import html, json, re, sys
+dom = open(sys.argv[1]).read()
+m = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
+assert m, "no result element in the page"
+r = json.loads(html.unescape(m.group(1)))
+print("browser saw:", json.dumps(r))
+assert "failure" not in r, r
+assert r["datasets"] == ["Task09_Spleen", "medmnist", "segmentation"], r
+assert r["status"] == 200 and r["shape"] == "1,64,64" and r["dtype"] == "float32", r
+assert r["etag"] and r["etag"].startswith('"'), r
+assert r["length"] == 64 * 64 and r["min"] == 0 and r["max"] == 1, r
+assert r["error"] == {"status": 404, "type": "application/problem+json", "code": "dataset-not-found"}, r
+assert r["png"] == [64, 64], r
+assert r["denied"] == "blocked", r
+print("browser CORS check: 1 passed, 0 failed")
+PY
