@@ -576,12 +576,9 @@ async fn concurrent_cold_requests_fetch_and_decode_once() {
 #[tokio::test]
 async fn corrupt_and_oversized_objects_are_422_naming_the_object() {
     let dir = tempfile::tempdir().unwrap();
-    let put = |rel: &str, bytes: &[u8]| {
-        let p = dir.path().join("bad/all/Class").join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, bytes).unwrap();
-    };
-    let good = medserve::sample::gray_png(8, 8, &[7u8; 64]).unwrap();
+    let put =
+        |rel: &str, bytes: &[u8]| common::put(dir.path(), &format!("bad/all/Class/{rel}"), bytes);
+    let good = common::tiny_png();
     put("truncated.png", &good[..good.len() / 2]);
     put("empty.png", b"");
     put("text.png", b"this is not an image");
@@ -590,12 +587,7 @@ async fn corrupt_and_oversized_objects_are_422_naming_the_object() {
         &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0],
     );
     // A PNG header claiming 100000 x 100000 pixels and nothing else.
-    let mut huge = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
-    huge.extend_from_slice(&100_000u32.to_be_bytes());
-    huge.extend_from_slice(&100_000u32.to_be_bytes());
-    huge.extend_from_slice(&[8, 0, 0, 0, 0]);
-    let crc = crc32(&huge[12..]);
-    huge.extend_from_slice(&crc.to_be_bytes());
+    let huge = common::png_header_only(100_000, 100_000);
     put("huge.png", &huge);
     put("ok.png", &good);
     let (app, _) = common::app_on(dir.path());
@@ -649,12 +641,7 @@ async fn objects_over_the_size_limit_are_refused_before_reading() {
 #[tokio::test]
 async fn catalog_is_listed_lazily_cached_and_refreshable() {
     let dir = tempfile::tempdir().unwrap();
-    let good = medserve::sample::gray_png(8, 8, &[7u8; 64]).unwrap();
-    let add = |rel: &str| {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, &good).unwrap();
-    };
+    let add = |rel: &str| common::put(dir.path(), rel, &common::tiny_png());
     add("ds/train/A/1.png");
     let (app, _) = common::app_on(dir.path());
     assert_eq!(get(&app, "/v1/datasets/ds").await.json()["items"], 1);
@@ -750,27 +737,10 @@ async fn a_real_listener_serves_the_same_router() {
     server.abort();
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[tokio::test]
 async fn a_vanished_data_folder_is_an_outage_not_an_empty_catalog() {
     let dir = tempfile::tempdir().unwrap();
-    let good = medserve::sample::gray_png(8, 8, &[7u8; 64]).unwrap();
-    std::fs::create_dir_all(dir.path().join("ds/train/A")).unwrap();
-    std::fs::write(dir.path().join("ds/train/A/1.png"), &good).unwrap();
+    common::put(dir.path(), "ds/train/A/1.png", &common::tiny_png());
     let (app, _) = common::app_on(dir.path());
     assert_eq!(get(&app, "/v1/datasets/ds").await.status, 200);
     std::fs::remove_dir_all(dir.path()).unwrap();
@@ -791,12 +761,7 @@ async fn a_vanished_data_folder_is_an_outage_not_an_empty_catalog() {
 #[tokio::test]
 async fn an_expired_listing_is_served_while_it_is_refreshed_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
-    let good = medserve::sample::gray_png(8, 8, &[7u8; 64]).unwrap();
-    let add = |rel: &str| {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, &good).unwrap();
-    };
+    let add = |rel: &str| common::put(dir.path(), rel, &common::tiny_png());
     add("ds/train/A/1.png");
     let s = medserve::state_for_store(
         std::sync::Arc::new(medserve::store::LocalStore::new(dir.path()).unwrap()),

@@ -129,3 +129,30 @@ pub fn assert_problem(r: &Resp, status: u16, code: &str) -> serde_json::Value {
     assert!(j["detail"].as_str().is_some_and(|d| !d.is_empty()));
     j
 }
+
+/// Writes `bytes` at `rel` below `dir`, creating folders.
+pub fn put(dir: &Path, rel: &str, bytes: &[u8]) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, bytes).unwrap();
+}
+
+/// A valid 8x8 grayscale PNG.
+pub fn tiny_png() -> Vec<u8> {
+    medserve::sample::gray_png(8, 8, &[7u8; 64]).unwrap()
+}
+
+/// A PNG signature and a valid IHDR claiming `w` x `h` 8-bit gray pixels, and nothing else.
+pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let mut chunk = b"IHDR".to_vec();
+    chunk.extend_from_slice(&w.to_be_bytes());
+    chunk.extend_from_slice(&h.to_be_bytes());
+    chunk.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut crc = flate2::Crc::new();
+    crc.update(&chunk);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&crc.sum().to_be_bytes());
+    out
+}
