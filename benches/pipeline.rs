@@ -3,21 +3,26 @@
 //! Every input is made here, deterministically, from `medserve::sample`: a 64x64 8-bit
 //! grayscale PNG like the sample data, and a 512x512 one made by enlarging a sample image 8x
 //! with noise. Each group has a baseline measured in the same run, so results can be read as
-//! ratios (see docs/PERFORMANCE.md):
-//! - `decode/png_u8_*`: the `png` crate decoding the same bytes into a `u8` buffer (the floor
+//! ratios (see docs/PERFORMANCE.md); `chain/*` compares with `decode/png_u8/*`:
+//! - `decode/png_u8/*`: the `png` crate decoding the same bytes into a `u8` buffer (the floor
 //!   under our decode to f32 `(C, H, W)`);
-//! - `resize/identity_64`: a resize that does nothing but copy;
-//! - `encode/f32_le_*`: the plainest encoder.
+//! - `resize/nearest/*`: the cheapest resampling, for `bilinear` and `area`;
+//! - `intensity/clone/*`: a copy of the array, the floor under `scale_minmax` (whose timing
+//!   excludes the copy it works on) and under `resize/identity_64_to_64` (which only copies);
+//! - `encode/npy/*`: a header and one bulk copy of the array's bytes, the floor under the
+//!   other encoders. (A bare `memcpy` into a new `Vec` was tried as the floor and rejected: on
+//!   this 2-core AMD EPYC VM its time for 16 KiB swung 20x between runs with heap layout.)
 //!
-//! `cargo bench --bench pipeline` runs it (about 1.5 minutes on 2 cores);
+//! `cargo bench --bench pipeline` runs it (about 2 minutes on 2 cores);
 //! `cargo bench --bench pipeline -- --test` (and `cargo test --all-targets`) runs every
 //! benchmark once as a smoke test.
 
 use std::hint::black_box;
 use std::io::Cursor;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use ndarray::{Array3, ArrayD};
 
 use medserve::imaging::{
@@ -114,6 +119,24 @@ fn bench_resize(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_intensity(c: &mut Criterion) {
+    let mut g = c.benchmark_group("intensity");
+    for (side, a) in [(64u64, decoded(&png_64())), (512, decoded(&png_512()))] {
+        g.throughput(Throughput::Elements(side * side));
+        g.bench_with_input(BenchmarkId::new("clone", side), &a, |b, a| {
+            b.iter(|| black_box(a).clone());
+        });
+        g.bench_with_input(BenchmarkId::new("scale_minmax", side), &a, |b, a| {
+            b.iter_batched_ref(
+                || a.clone(),
+                |x| intensity::scale_minmax(black_box(x)),
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    g.finish();
+}
+
 fn bench_chain(c: &mut Criterion) {
     let mut g = c.benchmark_group("chain");
     let chain = Chain2d {
@@ -145,11 +168,11 @@ fn bench_encode(c: &mut Criterion) {
         ("3x512x512", scaled(&png_512(), 3)),
     ] {
         g.throughput(Throughput::Elements(a.len() as u64));
-        g.bench_with_input(BenchmarkId::new("f32_le", label), &a, |b, a| {
-            b.iter(|| encode::f32_le(black_box(a)));
-        });
         g.bench_with_input(BenchmarkId::new("npy", label), &a, |b, a| {
             b.iter(|| encode::npy(black_box(a)).expect("npy"));
+        });
+        g.bench_with_input(BenchmarkId::new("f32_le", label), &a, |b, a| {
+            b.iter(|| encode::f32_le(black_box(a)));
         });
         g.bench_with_input(BenchmarkId::new("png8", label), &a, |b, a| {
             b.iter(|| encode::png8(black_box(a), 0.0, 1.0).expect("png8"));
@@ -158,7 +181,7 @@ fn bench_encode(c: &mut Criterion) {
     g.finish();
 }
 
-/// 16 benchmarks x (1 s warm-up + 3 s measurement) plus analysis: about 1.5 minutes.
+/// 20 benchmarks x (1 s warm-up + 3 s measurement) plus analysis: about 2 minutes.
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -169,6 +192,81 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_decode, bench_resize, bench_chain, bench_encode
+    targets = bench_decode, bench_resize, bench_intensity, bench_chain, bench_encode
 }
-criterion_main!(benches);
+
+/// Each benchmark and the baseline of the same run it is read against.
+const RATIOS: &[(&str, &str)] = &[
+    ("decode/ours_f32/64", "decode/png_u8/64"),
+    ("decode/ours_f32/512", "decode/png_u8/512"),
+    ("chain/decode_resize_scale/64", "decode/png_u8/64"),
+    ("chain/decode_resize_scale/512", "decode/png_u8/512"),
+    ("resize/identity_64_to_64", "intensity/clone/64"),
+    ("resize/bilinear/512_to_64", "resize/nearest/512_to_64"),
+    ("resize/area/512_to_64", "resize/nearest/512_to_64"),
+    ("intensity/scale_minmax/64", "intensity/clone/64"),
+    ("intensity/scale_minmax/512", "intensity/clone/512"),
+    ("encode/f32_le/1x64x64", "encode/npy/1x64x64"),
+    ("encode/png8/1x64x64", "encode/npy/1x64x64"),
+    ("encode/f32_le/3x512x512", "encode/npy/3x512x512"),
+    ("encode/png8/3x512x512", "encode/npy/3x512x512"),
+];
+
+/// The median (ns) criterion saved for `id`, if it was measured after `since`.
+fn median_ns(dir: &Path, id: &str, since: SystemTime) -> Option<f64> {
+    let path = dir.join(id).join("new").join("estimates.json");
+    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn human(ns: f64) -> String {
+    match ns {
+        n if n >= 1e6 => format!("{:.3} ms", n / 1e6),
+        n if n >= 1e3 => format!("{:.2} us", n / 1e3),
+        n => format!("{n:.0} ns"),
+    }
+}
+
+/// Prints each benchmark's median as a ratio to its baseline, for the pairs measured in this
+/// run (none in `--test` mode, where criterion saves nothing).
+fn print_ratios(since: SystemTime) {
+    let dir = std::env::var_os("CRITERION_HOME").map_or_else(
+        || {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+                .join("criterion")
+        },
+        PathBuf::from,
+    );
+    let rows: Vec<String> = RATIOS
+        .iter()
+        .filter_map(|&(id, base)| {
+            let (t, b) = (median_ns(&dir, id, since)?, median_ns(&dir, base, since)?);
+            Some(format!(
+                "{id:<31} {:>11}  x{:<7.2} {base} ({})",
+                human(t),
+                t / b,
+                human(b)
+            ))
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!(
+            "\nMedians of this run as ratios to their in-run baselines (x = time / baseline):"
+        );
+        for r in rows {
+            println!("{r}");
+        }
+    }
+}
+
+/// `criterion_main!(benches)` plus the ratio table.
+fn main() {
+    let since = SystemTime::now();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    print_ratios(since);
+}
