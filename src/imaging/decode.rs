@@ -205,43 +205,40 @@ fn decode_png(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError
     let line = frame.line_size;
     let (w, h) = (width as usize, height as usize);
 
-    // Unpack every sample to f32 in (C, H, W).
-    let mut data = Array3::<f32>::zeros((channels, h, w));
-    for y in 0..h {
-        let row = &buf[y * line..(y + 1) * line];
-        for x in 0..w {
-            for c in 0..channels {
-                let s = x * channels + c;
-                let v = match depth {
-                    BitDepth::Sixteen => {
-                        let raw = u16::from_be_bytes([row[2 * s], row[2 * s + 1]]);
-                        // Pillow keeps 16-bit gray raw ("I;16") but reads 16-bit colour,
-                        // gray+alpha included, as 8-bit by taking the high byte.
-                        if color == ColorType::Grayscale {
-                            f32::from(raw)
-                        } else {
-                            f32::from(raw >> 8)
-                        }
-                    }
-                    BitDepth::Eight => f32::from(row[s]),
-                    low => {
-                        let b = low as usize;
-                        let per_byte = 8 / b;
-                        let byte = row[s / per_byte];
-                        let shift = 8 - b * (s % per_byte + 1);
-                        let raw = (byte >> shift) & ((1u8 << b) - 1);
-                        match (color, low) {
-                            (ColorType::Indexed, _) | (_, BitDepth::One) => f32::from(raw),
-                            // Pillow's "L;2"/"L;4" unpackers scale to the full 8-bit range.
-                            (_, BitDepth::Two) => f32::from(raw) * 85.0,
-                            _ => f32::from(raw) * 17.0,
-                        }
-                    }
-                };
-                data[[c, y, x]] = v;
+    // Unpack every sample to f32 in (C, H, W); the match on the bit depth happens once, and
+    // each variant's loop is monomorphised.
+    let gray16 = color == ColorType::Grayscale;
+    let low_scale = match (color, depth) {
+        // Pillow's "L;2"/"L;4" unpackers scale gray to the full 8-bit range; palette indices
+        // and 1-bit gray stay as they are.
+        (ColorType::Indexed, _) | (_, BitDepth::One) => 1.0,
+        (_, BitDepth::Two) => 85.0,
+        _ => 17.0,
+    };
+    let values = match depth {
+        BitDepth::Eight => unpack(&buf, line, channels, h, w, |row, s| f32::from(row[s])),
+        BitDepth::Sixteen => unpack(&buf, line, channels, h, w, |row, s| {
+            let raw = u16::from_be_bytes([row[2 * s], row[2 * s + 1]]);
+            // Pillow keeps 16-bit gray raw ("I;16") but reads 16-bit colour, gray+alpha
+            // included, as 8-bit by taking the high byte.
+            if gray16 {
+                f32::from(raw)
+            } else {
+                f32::from(raw >> 8)
             }
+        }),
+        low => {
+            let b = low as usize;
+            let per_byte = 8 / b;
+            let mask = (1u8 << b) - 1;
+            unpack(&buf, line, channels, h, w, |row, s| {
+                let shift = 8 - b * (s % per_byte + 1);
+                f32::from((row[s / per_byte] >> shift) & mask) * low_scale
+            })
         }
-    }
+    };
+    let data = Array3::from_shape_vec((channels, h, w), values)
+        .map_err(|e| png_err(format!("unexpected buffer shape: {e}")))?;
 
     let data = if color == ColorType::Indexed
         && (opts.palette == PaletteMode::Expand || opts.channels == ChannelMode::Luminance)
@@ -256,6 +253,29 @@ fn decode_png(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError
         ChannelMode::Luminance => luminance(data),
     };
     Ok(Decoded { info, data })
+}
+
+/// Interleaved rows (`line` bytes each) -> planar `(C, H, W)` values; `sample(row, s)` reads
+/// sample `s` (= x * C + c) of a row.
+fn unpack(
+    buf: &[u8],
+    line: usize,
+    channels: usize,
+    h: usize,
+    w: usize,
+    sample: impl Fn(&[u8], usize) -> f32,
+) -> Vec<f32> {
+    let mut out = vec![0f32; channels * h * w];
+    for y in 0..h {
+        let row = &buf[y * line..(y + 1) * line];
+        for c in 0..channels {
+            let dst = &mut out[c * h * w + y * w..c * h * w + (y + 1) * w];
+            for (x, d) in dst.iter_mut().enumerate() {
+                *d = sample(row, x * channels + c);
+            }
+        }
+    }
+    out
 }
 
 /// Palette indices `(1, H, W)` -> colours `(3|4, H, W)`; indices past the palette are errors

@@ -52,11 +52,14 @@ pub fn png8(a: &ArrayD<f32>, lo: f32, hi: f32) -> Result<Vec<u8>, EncodeError> {
 
 /// Raw little-endian float32 in C order.
 pub fn f32_le(a: &ArrayD<f32>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(a.len() * 4);
-    for v in a.iter() {
-        out.extend_from_slice(&v.to_le_bytes());
+    let std = a.as_standard_layout();
+    let values = std.as_slice().expect("standard layout is contiguous");
+    if cfg!(target_endian = "little") {
+        // One bulk copy: the in-memory bytes already are the wire format.
+        bytemuck::cast_slice::<f32, u8>(values).to_vec()
+    } else {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
-    out
 }
 
 /// NumPy `.npy` (version 1.0, `<f4`, C order).

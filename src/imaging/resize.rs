@@ -41,7 +41,9 @@ pub fn resize(a: &ArrayD<f32>, spatial: &[usize], mode: ResizeMode) -> ArrayD<f3
     assert_eq!(a.ndim(), spatial.len() + 1, "one size per spatial axis");
     assert!(spatial.iter().all(|&s| s > 0), "sizes must be positive");
     let mut cur: Option<ArrayD<f32>> = None;
-    for (i, &out) in spatial.iter().enumerate() {
+    // Last axis first: its lanes are contiguous, and when downsampling, the strided passes
+    // over the other axes then run on an already smaller array.
+    for (i, &out) in spatial.iter().enumerate().rev() {
         let axis = i + 1;
         let view = cur.as_ref().map_or_else(|| a.view(), |c| c.view());
         if view.shape()[axis] == out {
