@@ -25,16 +25,19 @@ pub fn png8(a: &ArrayD<f32>, lo: f32, hi: f32) -> Result<Vec<u8>, EncodeError> {
         _ => return Err(EncodeError(format!("PNG cannot hold {c} channels"))),
     };
     let span = if hi > lo { hi - lo } else { 1.0 };
-    let mut pixels = vec![0u8; c * h * w];
-    for ((ci, y, x), v) in a
-        .view()
-        .into_dimensionality::<ndarray::Ix3>()
-        .map_err(|e| EncodeError(e.to_string()))?
-        .indexed_iter()
-    {
+    let to_u8 = |v: f32| {
         let t = ((v - lo) / span).clamp(0.0, 1.0);
-        let t = if t.is_nan() { 0.0 } else { t };
-        pixels[(y * w + x) * c + ci] = (t * 255.0).round() as u8;
+        if t.is_nan() { 0 } else { (t * 255.0).round() as u8 }
+    };
+    let std = a.as_standard_layout();
+    let planes = std.as_slice().expect("standard layout is contiguous");
+    // Planar (C, H, W) -> interleaved rows.
+    let mut pixels = vec![0u8; c * h * w];
+    for ci in 0..c {
+        let plane = &planes[ci * h * w..(ci + 1) * h * w];
+        for (i, &v) in plane.iter().enumerate() {
+            pixels[i * c + ci] = to_u8(v);
+        }
     }
     let mut out = Vec::new();
     {
