@@ -27,7 +27,11 @@ pub fn png8(a: &ArrayD<f32>, lo: f32, hi: f32) -> Result<Vec<u8>, EncodeError> {
     let span = if hi > lo { hi - lo } else { 1.0 };
     let to_u8 = |v: f32| {
         let t = ((v - lo) / span).clamp(0.0, 1.0);
-        if t.is_nan() { 0 } else { (t * 255.0).round() as u8 }
+        if t.is_nan() {
+            0
+        } else {
+            (t * 255.0).round() as u8
+        }
     };
     let std = a.as_standard_layout();
     let planes = std.as_slice().expect("standard layout is contiguous");
