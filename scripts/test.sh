@@ -9,12 +9,16 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 echo "== cargo test"
-cargo test --locked --all-targets
+cargo test --locked --all-targets 2>&1 | tee -a "$log"
 echo "== README examples"
-scripts/check-readme.sh
+scripts/check-readme.sh 2>&1 | tee -a "$log"
 echo "== headless browser (CORS)"
-scripts/check-browser.sh
+scripts/check-browser.sh 2>&1 | tee -a "$log"
 echo "== container files"
 scripts/check-containers.sh
-echo "all checks passed"
+# One closing line over everything above (each step already stopped the script on failure).
+passed=$(grep -hoE '(ok\. |: )[0-9]+ passed' "$log" | grep -oE '[0-9]+' | awk '{s += $1} END {print s}')
+echo "checks: $((passed + 2)) passed, 0 failed"
