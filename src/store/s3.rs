@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use super::{ObjectMeta, ObjectStore, StoreError, validate_key, validate_prefix};
 
 /// How to reach a bucket.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct S3Options {
     pub bucket: String,
     /// Key prefix inside the bucket that acts as the data root (`""` or ending in `/`).
@@ -91,12 +91,10 @@ impl S3Store {
     }
 }
 
-fn etag_version(etag: Option<&str>, version_id: Option<&str>) -> String {
-    match (version_id, etag) {
-        (Some(v), _) if !v.is_empty() && v != "null" => format!("v{v}"),
-        (_, Some(e)) => e.trim_matches('"').to_string(),
-        _ => String::new(),
-    }
+/// The ETag without its quotes: it changes whenever the object's content does.
+fn etag_version(etag: Option<&str>) -> String {
+    etag.map(|e| e.trim_matches('"').to_string())
+        .unwrap_or_default()
 }
 
 /// Maps an SDK error: 404 is "not found" (except a missing bucket, which is a setup problem);
@@ -147,7 +145,7 @@ impl ObjectStore for S3Store {
                     // Some S3-protocol servers (s3s-fs) list no ETags: fall back to the
                     // modification time, which also changes with every PUT.
                     version: match o.e_tag() {
-                        Some(e) => etag_version(Some(e), None),
+                        Some(e) => etag_version(Some(e)),
                         None => format!(
                             "lm{}-{:x}",
                             o.last_modified().map_or(0, |t| t.as_nanos()),
@@ -174,7 +172,7 @@ impl ObjectStore for S3Store {
         Ok(ObjectMeta {
             key: key.into(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
-            version: etag_version(out.e_tag(), None),
+            version: etag_version(out.e_tag()),
         })
     }
 
@@ -199,7 +197,7 @@ impl ObjectStore for S3Store {
         let meta = ObjectMeta {
             key: key.into(),
             size,
-            version: etag_version(out.e_tag(), None),
+            version: etag_version(out.e_tag()),
         };
         // Content-Length may lie (or be absent): stop reading as soon as the limit is passed.
         let mut body = out.body;
