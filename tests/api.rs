@@ -3,8 +3,8 @@
 mod common;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use common::{app, assert_problem, get, get_with, parse_npy, send};
+use axum::http::{Method, Request, StatusCode};
+use common::{app, assert_problem, call, get, get_with, parse_npy, send};
 
 const ITEM: &str = "/v1/datasets/medmnist/splits/train/items/HeadCT~005001";
 
@@ -387,32 +387,16 @@ async fn bad_parameters_are_400_naming_what_is_allowed() {
 #[tokio::test]
 async fn wrong_method_is_405_problem() {
     let (app, _) = app();
-    let r = send(
-        &app,
-        Request::delete("/v1/datasets").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let r = call(&app, Method::DELETE, "/v1/datasets").await;
     assert_problem(&r, 405, "method-not-allowed");
-    let r = send(
-        &app,
-        Request::get("/v1/catalog/refresh")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = call(&app, Method::GET, "/v1/catalog/refresh").await;
     assert_problem(&r, 405, "method-not-allowed");
 }
 
 #[tokio::test]
 async fn head_requests_carry_headers_without_a_body() {
     let (app, _) = app();
-    let r = send(
-        &app,
-        Request::head(format!("{ITEM}/image?format=npy"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = call(&app, Method::HEAD, format!("{ITEM}/image?format=npy")).await;
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
     assert_eq!(r.header("x-shape"), "1,64,64");
@@ -649,13 +633,7 @@ async fn catalog_is_listed_lazily_cached_and_refreshable() {
     // Within the TTL the listing is reused...
     assert_eq!(get(&app, "/v1/datasets/ds").await.json()["items"], 1);
     // ...until a refresh.
-    let r = send(
-        &app,
-        Request::post("/v1/catalog/refresh")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/v1/catalog/refresh").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["datasets"], 1);
     assert_eq!(get(&app, "/v1/datasets/ds").await.json()["items"], 2);
@@ -744,13 +722,7 @@ async fn a_vanished_data_folder_is_an_outage_not_an_empty_catalog() {
     let (app, _) = common::app_on(dir.path());
     assert_eq!(get(&app, "/v1/datasets/ds").await.status, 200);
     std::fs::remove_dir_all(dir.path()).unwrap();
-    let r = send(
-        &app,
-        Request::post("/v1/catalog/refresh")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let r = call(&app, Method::POST, "/v1/catalog/refresh").await;
     assert_problem(&r, 503, "storage-unavailable");
     assert_eq!(r.header("retry-after"), "5");
     assert_problem(&get(&app, "/readyz").await, 503, "storage-unavailable");

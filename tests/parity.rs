@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use medserve::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode, decode};
+use medserve::imaging::{DecodeOptions, ResizeMode, decode};
 use medserve::pipeline::{Chain2d, Scale};
 use ndarray::ArrayD;
 use ndarray_npy::ReadNpyExt;
@@ -46,11 +46,7 @@ fn npy(rel: &str) -> ArrayD<f32> {
 
 fn chain(c: &Case) -> Chain2d {
     Chain2d {
-        decode: DecodeOptions {
-            channels: ChannelMode::Native,
-            palette: PaletteMode::Indices,
-            max_pixels: 1 << 30,
-        },
+        decode: DecodeOptions::monai(1 << 30),
         size: (c.size[0], c.size[1]),
         mode: match c.mode.as_str() {
             "area" => ResizeMode::Area,

@@ -31,6 +31,17 @@ fn write_conformance_files(dir: &Path) {
     }
 }
 
+/// The keys a listing of `prefix` names, in order.
+async fn keys(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    store
+        .list(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect()
+}
+
 /// The suite every backend must pass. `rewrite` replaces `a/two.txt` with new content.
 async fn conformance<F, Fut>(store: &dyn ObjectStore, rewrite: F)
 where
@@ -41,31 +52,19 @@ where
 
     let all = store.list("").await.unwrap();
     assert_eq!(all.len(), 4 + MANY);
-    let keys: Vec<&str> = all.iter().map(|m| m.key.as_str()).collect();
+    let names: Vec<&str> = all.iter().map(|m| m.key.as_str()).collect();
     assert_eq!(
-        &keys[..4],
+        &names[..4],
         ["a/b/one.bin", "a/two.txt", "ab.txt", "c/three.bin"]
     );
-    assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted");
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted");
     assert_eq!(all[0].size, 100);
     assert!(all.iter().all(|m| !m.version.is_empty()));
 
     // Prefixes are string prefixes, as in S3.
-    let a: Vec<String> = store
-        .list("a/")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
+    let a = keys(store, "a/").await;
     assert_eq!(a, ["a/b/one.bin", "a/two.txt"]);
-    let a2: Vec<String> = store
-        .list("a")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
+    let a2 = keys(store, "a").await;
     assert_eq!(a2, ["a/b/one.bin", "a/two.txt", "ab.txt"]);
     assert_eq!(store.list("many/").await.unwrap().len(), MANY, "pagination");
     assert!(store.list("nothing/").await.unwrap().is_empty());
@@ -176,14 +175,8 @@ async fn local_backend_refuses_symlinks_leaving_the_root() {
     .unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("leakdir")).unwrap();
     let store = LocalStore::new(dir.path()).unwrap();
-    let keys: Vec<String> = store
-        .list("")
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.key)
-        .collect();
-    assert_eq!(keys, ["ok.txt"]);
+    let listed = keys(&store, "").await;
+    assert_eq!(listed, ["ok.txt"]);
     assert!(matches!(
         store.get("leak.txt", 100).await,
         Err(StoreError::InvalidKey { .. })

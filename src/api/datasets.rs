@@ -323,10 +323,8 @@ pub async fn get_item(
     body["kind"] = json!(ds.kind);
     body["objects"] = json!(objects);
     if ds.kind == Kind::Classification {
-        let opts = DecodeOptions {
-            max_pixels: state.limits.max_pixels,
-            ..crate::api::images::default_decode()
-        };
+        // The default image chain decodes the same way, so this shares its cache entry.
+        let opts = DecodeOptions::monai(state.limits.max_pixels);
         let decoded = pipeline::decoded(&state, it, opts).await?;
         body["image"] = json!(decoded.info);
     }

@@ -18,15 +18,6 @@ use crate::state::AppState;
 /// The seed's `Resize((64, 64))`.
 pub const DEFAULT_SIZE: (usize, usize) = (64, 64);
 
-/// Decoding as MONAI does it (limits filled in by the caller).
-pub fn default_decode() -> DecodeOptions {
-    DecodeOptions {
-        channels: ChannelMode::Native,
-        palette: PaletteMode::Indices,
-        max_pixels: u64::MAX,
-    }
-}
-
 /// Parses `size=H,W`.
 fn parse_size(v: &str, max: usize) -> Result<(usize, usize), AppError> {
     let bad = || {
@@ -71,9 +62,10 @@ pub fn parse_image_params(
         Scale::MinMax,
         &[("minmax", Scale::MinMax), ("none", Scale::None)],
     )?;
+    let monai = DecodeOptions::monai(state.limits.max_pixels);
     let channels = p.choice(
         "channels",
-        ChannelMode::Native,
+        monai.channels,
         &[
             ("native", ChannelMode::Native),
             ("1", ChannelMode::Luminance),
@@ -81,7 +73,7 @@ pub fn parse_image_params(
     )?;
     let palette = p.choice(
         "palette",
-        PaletteMode::Indices,
+        monai.palette,
         &[
             ("index", PaletteMode::Indices),
             ("expand", PaletteMode::Expand),
@@ -95,7 +87,7 @@ pub fn parse_image_params(
         decode: DecodeOptions {
             channels,
             palette,
-            max_pixels: state.limits.max_pixels,
+            ..monai
         },
         size,
         mode,

@@ -179,9 +179,8 @@ pub struct PngWindow {
     pub hi: f32,
 }
 
-/// Encodes an array (`(C, H, W)` for PNG) in `format`, with validators and array headers.
-/// `etag_parts` must name everything that determined the array; the format is added here.
-/// Encoding runs on the caller's thread: call it from a CPU job for large arrays.
+/// Encodes an array (`(C, H, W)` for PNG) in `format`. Runs on the caller's thread: call it
+/// from a CPU job for large arrays. [`array_response`] then adds the headers.
 pub fn encode_array(
     data: &ArrayD<f32>,
     format: ArrayFormat,

@@ -100,19 +100,15 @@ fn is_junk(key: &str) -> bool {
         .any(|s| s.starts_with('.') || s == "__MACOSX" || s == "Thumbs.db" || s == "desktop.ini")
 }
 
-fn lower_ext(file: &str) -> String {
-    file.to_ascii_lowercase()
-}
-
 /// True for the 2D formats we decode.
 pub fn is_2d_image(file: &str) -> bool {
-    let f = lower_ext(file);
+    let f = file.to_ascii_lowercase();
     f.ends_with(".png") || f.ends_with(".jpg") || f.ends_with(".jpeg")
 }
 
 /// True for NIfTI files.
 pub fn is_nifti(file: &str) -> bool {
-    let f = lower_ext(file);
+    let f = file.to_ascii_lowercase();
     f.ends_with(".nii") || f.ends_with(".nii.gz")
 }
 
@@ -410,13 +406,12 @@ fn sort_splits(splits: &mut [Split]) {
 }
 
 fn build_classification(name: &str, root: &str, splits: Groups) -> Dataset {
-    let mut classes: Vec<String> = splits
+    let classes: Vec<String> = splits
         .values()
         .flat_map(|g| g.keys().cloned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    classes.sort();
     let mut out = Vec::new();
     for (split, groups) in splits {
         let mut items = Vec::new();

@@ -43,6 +43,15 @@ pub struct DecodeOptions {
 }
 
 impl DecodeOptions {
+    /// MONAI's behaviour (channels as stored, palette indices) under a pixel limit.
+    pub fn monai(max_pixels: u64) -> Self {
+        DecodeOptions {
+            channels: ChannelMode::Native,
+            palette: PaletteMode::Indices,
+            max_pixels,
+        }
+    }
+
     /// Canonical text for cache keys.
     pub fn canonical(&self) -> String {
         let c = match self.channels {

@@ -98,6 +98,16 @@ pub async fn get(app: &Router, uri: &str) -> Resp {
     send(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
+/// A request with no body and no headers.
+pub async fn call(app: &Router, method: axum::http::Method, uri: impl AsRef<str>) -> Resp {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri.as_ref())
+        .body(Body::empty())
+        .unwrap();
+    send(app, req).await
+}
+
 /// `GET uri` with headers.
 pub async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Resp {
     let mut b = Request::get(uri);
