@@ -8,7 +8,9 @@
 pub mod decode;
 pub mod encode;
 pub mod intensity;
+pub mod nifti;
 pub mod resize;
+pub mod volume;
 
 pub use decode::{ChannelMode, DecodeError, DecodeOptions, Decoded, ImageInfo, PaletteMode};
 pub use resize::ResizeMode;
