@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// Largest 2D image decoded, in pixels (width x height).
     #[arg(long, env = "MEDSERVE_MAX_PIXELS", default_value_t = 100_000_000)]
     pub max_pixels: u64,
+    /// Largest volume decoded, in voxels over all channels (checked from the header first).
+    #[arg(long, env = "MEDSERVE_MAX_VOXELS", default_value_t = 536_870_912)]
+    pub max_voxels: u64,
+    /// Largest decompressed NIfTI file, in MiB (a gzip stream is never inflated past it).
+    #[arg(long, env = "MEDSERVE_MAX_VOLUME_MB", default_value_t = 2048)]
+    pub max_volume_mb: u64,
     /// Largest output side a `size` parameter may ask for.
     #[arg(long, env = "MEDSERVE_MAX_OUTPUT_SIDE", default_value_t = 4096)]
     pub max_output_side: usize,
@@ -145,8 +151,20 @@ pub enum LogFormat {
 pub struct Limits {
     pub max_object_bytes: u64,
     pub max_pixels: u64,
+    pub max_voxels: u64,
+    pub max_volume_bytes: u64,
     pub max_output_side: usize,
     pub max_page: usize,
+}
+
+impl Limits {
+    /// The volume decoder's limits.
+    pub fn volume(&self) -> crate::imaging::nifti::VolumeLimits {
+        crate::imaging::nifti::VolumeLimits {
+            max_voxels: self.max_voxels,
+            max_bytes: self.max_volume_bytes,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -154,6 +172,8 @@ impl Default for Limits {
         Limits {
             max_object_bytes: 1024 << 20,
             max_pixels: 100_000_000,
+            max_voxels: 536_870_912,
+            max_volume_bytes: 2048 << 20,
             max_output_side: 4096,
             max_page: 1000,
         }
@@ -228,6 +248,14 @@ impl Config {
             format!("--max-pixels: {} must be 1..=2^40", a.max_pixels),
         );
         check(
+            (1..=1 << 40).contains(&a.max_voxels),
+            format!("--max-voxels: {} must be 1..=2^40", a.max_voxels),
+        );
+        check(
+            (1..=1 << 24).contains(&a.max_volume_mb),
+            format!("--max-volume-mb: {} must be 1..=16777216", a.max_volume_mb),
+        );
+        check(
             (1..=65_536).contains(&a.max_output_side),
             format!("--max-output-side: {} must be 1..=65536", a.max_output_side),
         );
@@ -290,6 +318,8 @@ impl Config {
             limits: Limits {
                 max_object_bytes: a.max_object_mb << 20,
                 max_pixels: a.max_pixels,
+                max_voxels: a.max_voxels,
+                max_volume_bytes: a.max_volume_mb << 20,
                 max_output_side: a.max_output_side,
                 max_page: a.max_page,
             },

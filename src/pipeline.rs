@@ -2,15 +2,18 @@
 //! with every stage cached and every CPU-heavy step run off the async runtime under the CPU
 //! semaphore. Handlers call this; it knows nothing about HTTP.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ndarray::ArrayD;
 
-use crate::cache::Tensor;
+use crate::cache::{Entry, Mask, Tensor};
 use crate::catalog::Item;
 use crate::error::AppError;
+use crate::imaging::nifti::{self, Volume, VolumeError};
+use crate::imaging::volume::{self, LabelSelect, RangeScale};
 use crate::imaging::{self, DecodeError, DecodeOptions, ResizeMode};
 use crate::state::{AppState, Metrics};
+use crate::store::ObjectMeta;
 
 /// How intensities are rescaled after resizing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,4 +143,251 @@ pub async fn transformed(
             Ok(Tensor { info, data: out })
         })
         .await
+}
+
+/// A value range `(low, high)`, when there is one (an all-NaN channel has none).
+pub type Range = Option<(f64, f64)>;
+
+/// A decoded volume as cached: voxels in their stored type, plus statistics computed the
+/// first time someone needs them.
+#[derive(Debug)]
+pub struct DecodedVolume {
+    pub volume: Volume,
+    range: OnceLock<Range>,
+    /// Per channel: 1st..99th percentile of all voxels, 0.5th..99.5th of non-zero voxels.
+    windows: OnceLock<Vec<(Range, Range)>>,
+    counts: OnceLock<Result<Vec<(u8, u64)>, String>>,
+}
+
+impl Entry for DecodedVolume {
+    fn bytes(&self) -> usize {
+        self.volume.voxels.byte_len()
+    }
+}
+
+impl DecodedVolume {
+    fn new(volume: Volume) -> Self {
+        DecodedVolume {
+            volume,
+            range: OnceLock::new(),
+            windows: OnceLock::new(),
+            counts: OnceLock::new(),
+        }
+    }
+
+    /// Smallest and largest value after scaling (computed once; call from a CPU job).
+    pub fn range(&self) -> Range {
+        *self
+            .range
+            .get_or_init(|| volume::intensity_range(&self.volume))
+    }
+
+    /// `(auto, mri)` display windows of a channel (computed once; call from a CPU job).
+    pub fn windows(&self, channel: usize) -> (Range, Range) {
+        let all = self.windows.get_or_init(|| {
+            (0..self.volume.header.channels)
+                .map(|c| {
+                    (
+                        volume::percentiles(&self.volume, c, 1.0, 99.0, false),
+                        volume::percentiles(&self.volume, c, 0.5, 99.5, true),
+                    )
+                })
+                .collect()
+        });
+        all.get(channel).copied().unwrap_or((None, None))
+    }
+
+    /// Voxels per label value (computed once; call from a CPU job).
+    pub fn label_counts(&self) -> Result<Vec<(u8, u64)>, String> {
+        self.counts
+            .get_or_init(|| {
+                volume::label_u8(&self.volume)
+                    .map(|l| volume::label_counts(&l.view()))
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+}
+
+fn volume_error(key: &str, e: VolumeError) -> AppError {
+    match e {
+        VolumeError::TooLarge(message) => AppError::TooLarge {
+            key: key.into(),
+            message,
+        },
+        e => AppError::Undecodable {
+            key: key.into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn meta_id(o: &ObjectMeta) -> String {
+    format!("{}@{}", o.key, o.version)
+}
+
+/// A NIfTI object decoded, from cache or from the store.
+pub async fn volume(state: &AppState, obj: &ObjectMeta) -> Result<Arc<DecodedVolume>, AppError> {
+    let key = format!("{}|nifti", meta_id(obj));
+    let object_key = obj.key.clone();
+    state
+        .cache
+        .get_or_compute(key, async {
+            let (_, bytes) = state
+                .store
+                .get(&object_key, state.limits.max_object_bytes)
+                .await?;
+            Metrics::inc(&state.metrics.storage_gets);
+            state
+                .metrics
+                .storage_get_bytes
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let limits = state.limits.volume();
+            let d = cpu_job(state, move || nifti::decode(&bytes, &limits)).await?;
+            Metrics::inc(&state.metrics.decodes);
+            let v = d.map_err(|e| volume_error(&object_key, e))?;
+            Ok(DecodedVolume::new(v))
+        })
+        .await
+}
+
+/// The item's image volume and, when asked for and present, its mask, decoded; a mask on a
+/// different grid than its image is a 422 naming both.
+pub async fn volume_pair(
+    state: &AppState,
+    item: &Item,
+    with_label: bool,
+) -> Result<(Arc<DecodedVolume>, Option<Arc<DecodedVolume>>), AppError> {
+    match (&item.label, with_label) {
+        (Some(l), true) => {
+            let (img, lab) = tokio::try_join!(volume(state, &item.image), volume(state, l))?;
+            check_grid(&item.image.key, &img, &l.key, &lab)?;
+            Ok((img, Some(lab)))
+        }
+        _ => Ok((volume(state, &item.image).await?, None)),
+    }
+}
+
+fn check_grid(
+    image_key: &str,
+    img: &DecodedVolume,
+    label_key: &str,
+    lab: &DecodedVolume,
+) -> Result<(), AppError> {
+    let (a, b) = (&img.volume.header, &lab.volume.header);
+    if a.spatial != b.spatial || b.channels != 1 {
+        let dims = |h: &nifti::Header| {
+            let [x, y, z] = h.spatial;
+            format!("{x}x{y}x{z}x{}", h.channels)
+        };
+        return Err(AppError::Undecodable {
+            key: label_key.into(),
+            message: format!(
+                "the mask's grid {} does not match the image '{image_key}' grid {} (a mask needs the image's X, Y, Z and one channel)",
+                dims(b),
+                dims(a)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The image part of the 3D chain: `EnsureChannelFirst -> Resize -> ScaleIntensityRange`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Chain3d {
+    /// `None` keeps the native grid.
+    pub size: Option<[usize; 3]>,
+    pub mode: ResizeMode,
+    pub scale: Option<RangeScale>,
+}
+
+impl Chain3d {
+    /// Canonical text: cache key, ETag input, log label.
+    pub fn canonical(&self) -> String {
+        let size = self
+            .size
+            .map_or("native".to_string(), |[x, y, z]| format!("{x},{y},{z}"));
+        let scale = self.scale.map_or("none".to_string(), |s| s.canonical());
+        format!("resize3d({size},{})|scale({scale})", self.mode.name(3))
+    }
+
+    /// Applies the chain to a decoded volume. Pure.
+    pub fn apply(&self, v: &Volume) -> ArrayD<f32> {
+        let mut out = volume::image_f32(v, self.size, self.mode);
+        if let Some(s) = self.scale {
+            s.apply(&mut out);
+        }
+        out
+    }
+}
+
+/// The image volume after the 3D chain, from cache or computed.
+pub async fn volume_image(
+    state: &AppState,
+    item: &Item,
+    chain: Chain3d,
+) -> Result<Arc<Tensor>, AppError> {
+    let key = format!("{}|{}", meta_id(&item.image), chain.canonical());
+    state
+        .cache
+        .get_or_compute(key, async {
+            let src = volume(state, &item.image).await?;
+            let out = cpu_job(state, move || chain.apply(&src.volume)).await?;
+            Metrics::inc(&state.metrics.transforms);
+            Ok(Tensor {
+                info: None,
+                data: out,
+            })
+        })
+        .await
+}
+
+/// The item's mask resized by nearest neighbour to `size` and selected, from cache or computed.
+pub async fn volume_label(
+    state: &AppState,
+    item: &Item,
+    size: Option<[usize; 3]>,
+    select: &LabelSelect,
+) -> Result<Arc<Mask>, AppError> {
+    let Some(l) = &item.label else {
+        return Err(missing_label(item));
+    };
+    let canonical = format!(
+        "mask(resize3d({},nearest),{})",
+        size.map_or("native".to_string(), |[x, y, z]| format!("{x},{y},{z}")),
+        select.canonical()
+    );
+    let key = format!("{}|{canonical}", meta_id(l));
+    let select = select.clone();
+    let label_key = l.key.clone();
+    state
+        .cache
+        .get_or_compute(key, async {
+            let (_, lab) = volume_pair(state, item, true).await?;
+            let lab = lab.ok_or_else(|| missing_label(item))?;
+            let out = cpu_job(state, move || {
+                volume::label_u8(&lab.volume)
+                    .map(|m| volume::label_resized(m.view().into_dyn(), size, &select))
+            })
+            .await?;
+            Metrics::inc(&state.metrics.transforms);
+            out.map(Mask).map_err(|e| AppError::Undecodable {
+                key: label_key,
+                message: e.to_string(),
+            })
+        })
+        .await
+}
+
+/// 404 for a mask the item does not have.
+pub fn missing_label(item: &Item) -> AppError {
+    AppError::NotFound {
+        what: "label",
+        name: item.id.clone(),
+        available: vec![],
+        hint: Some(format!(
+            "item '{}' has no mask; use part=image (only training items of a segmentation set have labels)",
+            item.id
+        )),
+    }
 }

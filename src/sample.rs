@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use ndarray::Array3;
+use ndarray::{Array3, Array4};
 
 /// The six MedNIST classes.
 pub const CLASSES: [&str; 6] = ["AbdomenCT", "BreastMRI", "CXR", "ChestCT", "Hand", "HeadCT"];
@@ -24,6 +24,12 @@ pub const VOLUME_DIMS: (usize, usize, usize) = (64, 64, 24);
 
 /// Voxel spacing of the sample CT volumes in mm.
 pub const VOLUME_SPACING: (f32, f32, f32) = (0.8, 0.8, 2.5);
+
+/// Grid of the multi-modal MRI sample (x, y, z; 4 modalities on the 4th axis).
+pub const MR_DIMS: (usize, usize, usize) = (40, 40, 20);
+
+/// Voxel size of the MRI sample in mm.
+pub const MR_SPACING: (f32, f32, f32) = (1.0, 1.0, 1.5);
 
 /// A small, fast, well-mixed PRNG (SplitMix64); no crate needed for sample noise.
 #[derive(Debug, Clone)]
@@ -197,7 +203,7 @@ pub fn ct_volume(seed: u64, dims: (usize, usize, usize)) -> (Array3<i16>, Array3
         } else {
             -1000.0 + rng.range(-20.0, 20.0)
         };
-        if ellipse(px, py, fx * 0.5, fy * 0.72, fx * 0.06, fy * 0.06) {
+        if ellipse(px, py, fx * 0.5, fy * 0.28, fx * 0.06, fy * 0.06) {
             hu = 700.0 + rng.range(-60.0, 60.0);
         }
         let d = ((px - organ.0) / organ.3).powi(2)
@@ -215,6 +221,61 @@ pub fn ct_volume(seed: u64, dims: (usize, usize, usize)) -> (Array3<i16>, Array3
             }
         }
         *v = hu.round() as i16;
+    }
+    (img, lab)
+}
+
+/// Modalities of the multi-modal MRI sample, in channel order (as the Decathlon's BrainTumour).
+pub const MR_MODALITIES: [&str; 4] = ["FLAIR", "T1w", "t1gd", "T2w"];
+
+/// A 4D multi-modal brain-MRI-like volume `[x, y, z, modality]` (float32, background 0, each
+/// modality with its own contrast) and its mask: 1 edema, 2 non-enhancing tumour,
+/// 3 enhancing tumour (the Decathlon's BrainTumour labels).
+pub fn mr_volume(seed: u64, dims: (usize, usize, usize)) -> (Array4<f32>, Array3<u8>) {
+    let mut rng = Rng::new(seed);
+    let (nx, ny, nz) = dims;
+    let (fx, fy, fz) = (nx as f32, ny as f32, nz as f32);
+    let centre = (
+        fx * rng.range(0.38, 0.62),
+        fy * rng.range(0.38, 0.62),
+        fz * rng.range(0.40, 0.60),
+    );
+    let r = fx.min(fy) * rng.range(0.10, 0.14);
+    // Tissue intensities per modality: brain, edema, necrotic core, enhancing rim.
+    const CONTRAST: [[f32; 4]; 4] = [
+        [400.0, 900.0, 600.0, 700.0],
+        [500.0, 420.0, 300.0, 520.0],
+        [480.0, 470.0, 320.0, 1200.0],
+        [600.0, 1100.0, 1300.0, 800.0],
+    ];
+    let mut img = Array4::<f32>::zeros((nx, ny, nz, MR_MODALITIES.len()));
+    let mut lab = Array3::<u8>::zeros(dims);
+    for ((x, y, z), l) in lab.indexed_iter_mut() {
+        let (px, py, pz) = (x as f32 + 0.5, y as f32 + 0.5, z as f32 + 0.5);
+        let head = ((px - fx * 0.5) / (fx * 0.42)).powi(2)
+            + ((py - fy * 0.5) / (fy * 0.46)).powi(2)
+            + ((pz - fz * 0.5) / (fz * 0.48)).powi(2);
+        if head > 1.0 {
+            continue;
+        }
+        let d =
+            ((px - centre.0).powi(2) + (py - centre.1).powi(2) + ((pz - centre.2) * 2.0).powi(2))
+                .sqrt();
+        let tissue = if d <= r * 0.45 {
+            *l = 2;
+            2
+        } else if d <= r * 0.7 {
+            *l = 3;
+            3
+        } else if d <= r * 1.4 {
+            *l = 1;
+            1
+        } else {
+            0
+        };
+        for (m, contrast) in CONTRAST.iter().enumerate() {
+            img[[x, y, z, m]] = (contrast[tissue] * (1.0 + rng.range(-0.08, 0.08))).round();
+        }
     }
     (img, lab)
 }
@@ -241,12 +302,17 @@ fn nifti_header(spacing: (f32, f32, f32), dims: (usize, usize, usize)) -> nifti:
     h
 }
 
-fn write_volume<T>(path: &Path, data: &Array3<T>, spacing: (f32, f32, f32)) -> std::io::Result<()>
+fn write_volume<T, D>(
+    path: &Path,
+    data: &ndarray::Array<T, D>,
+    spacing: (f32, f32, f32),
+) -> std::io::Result<()>
 where
     T: nifti::DataElement + bytemuck::Pod,
+    D: ndarray::Dimension + ndarray::RemoveAxis,
 {
-    let dims = data.dim();
-    let header = nifti_header(spacing, dims);
+    let sh = data.shape();
+    let header = nifti_header(spacing, (sh[0], sh[1], sh[2]));
     nifti::writer::WriterOptions::new(path)
         .reference_header(&header)
         .write_nifti(data)
@@ -295,6 +361,15 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
             files += 2;
         }
     }
+    // One uncompressed subject: `.nii` is as common as `.nii.gz` in the wild.
+    let (img, lab) = ct_volume(105, VOLUME_DIMS);
+    let sub = dir.join("segmentation/valid/subject_005");
+    std::fs::create_dir_all(&sub)?;
+    write_volume(&sub.join("img.nii"), &img, VOLUME_SPACING)?;
+    write_volume(&sub.join("label.nii"), &lab, VOLUME_SPACING)?;
+    files += 2;
+
+    files += write_brain_tumour(&dir.join("Task01_BrainTumour"))?;
 
     // The Decathlon's own layout.
     let task = dir.join("Task09_Spleen");
@@ -343,6 +418,49 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
     write_file(&task.join("dataset.json"), &text)?;
     files += 1;
     Ok(files)
+}
+
+/// A Decathlon-style multi-modal MRI task: 4D float32 volumes (4 modalities on the 4th axis).
+fn write_brain_tumour(task: &Path) -> std::io::Result<usize> {
+    let mut files = 0;
+    for d in ["imagesTr", "labelsTr", "imagesTs"] {
+        std::fs::create_dir_all(task.join(d))?;
+    }
+    let train = [1u64, 2];
+    for &s in &train {
+        let (img, lab) = mr_volume(300 + s, MR_DIMS);
+        write_volume(
+            &task.join(format!("imagesTr/BRATS_{s:03}.nii.gz")),
+            &img,
+            MR_SPACING,
+        )?;
+        write_volume(
+            &task.join(format!("labelsTr/BRATS_{s:03}.nii.gz")),
+            &lab,
+            MR_SPACING,
+        )?;
+        files += 2;
+    }
+    let (img, _) = mr_volume(303, MR_DIMS);
+    write_volume(&task.join("imagesTs/BRATS_003.nii.gz"), &img, MR_SPACING)?;
+    files += 1;
+    let json = serde_json::json!({
+        "name": "BRATS",
+        "description": "Synthetic multi-modal brain-MRI-like volumes generated by medserve (not real patients)",
+        "tensorImageSize": "4D",
+        "modality": MR_MODALITIES.iter().enumerate().map(|(i, m)| (i.to_string(), *m)).collect::<std::collections::BTreeMap<_, _>>(),
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "numTraining": train.len(),
+        "numTest": 1,
+        "training": train.iter().map(|s| serde_json::json!({
+            "image": format!("./imagesTr/BRATS_{s:03}.nii.gz"),
+            "label": format!("./labelsTr/BRATS_{s:03}.nii.gz"),
+        })).collect::<Vec<_>>(),
+        "test": ["./imagesTs/BRATS_003.nii.gz"],
+    });
+    let text = serde_json::to_vec_pretty(&json).map_err(std::io::Error::other)?;
+    write_file(&task.join("dataset.json"), &text)?;
+    Ok(files + 1)
 }
 
 #[cfg(test)]

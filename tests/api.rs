@@ -36,15 +36,24 @@ async fn datasets_listing_names_all_three_layouts() {
         .iter()
         .map(|d| d["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["Task09_Spleen", "medmnist", "segmentation"]);
-    let m = &j[1];
+    assert_eq!(
+        names,
+        [
+            "Task01_BrainTumour",
+            "Task09_Spleen",
+            "medmnist",
+            "segmentation"
+        ]
+    );
+    let m = &j[2];
     assert_eq!(m["kind"], "classification");
     assert_eq!(m["splits"], serde_json::json!(["train", "val", "test"]));
     assert_eq!(m["items"], 6 * (12 + 3 + 3));
     assert!(m["source"].as_str().unwrap().ends_with("/medmnist/"));
     assert_eq!(j[0]["kind"], "segmentation");
     assert_eq!(j[0]["layout"], "decathlon");
-    assert_eq!(j[2]["layout"], "subject-folders");
+    assert_eq!(j[1]["layout"], "decathlon");
+    assert_eq!(j[3]["layout"], "subject-folders");
 }
 
 #[tokio::test]
@@ -80,7 +89,7 @@ async fn splits_and_classes() {
     let s = get(&app, "/v1/datasets/segmentation/splits").await.json();
     assert_eq!(
         s,
-        serde_json::json!([{"name":"train","count":3},{"name":"valid","count":1}])
+        serde_json::json!([{"name":"train","count":3},{"name":"valid","count":2}])
     );
     let c = get(&app, "/v1/datasets/medmnist/splits/test/classes")
         .await

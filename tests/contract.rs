@@ -114,11 +114,17 @@ fn every_operation_documents_its_errors_as_problem_json() {
     }
 }
 
-/// Fills path parameters with values that exist in the sample data.
+/// Fills path parameters with values that exist in the sample data: a segmentation item for
+/// the volume routes, a classification item for the rest.
 fn concrete(path: &str) -> String {
-    path.replace("{dataset}", "medmnist")
+    let (dataset, item) = if path.ends_with("/slice") || path.contains("/volume") {
+        ("Task09_Spleen", "spleen_10")
+    } else {
+        ("medmnist", "HeadCT~005001")
+    };
+    path.replace("{dataset}", dataset)
         .replace("{split}", "train")
-        .replace("{item}", "HeadCT~005001")
+        .replace("{item}", item)
 }
 
 #[tokio::test]

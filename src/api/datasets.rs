@@ -14,7 +14,7 @@ use super::response;
 use crate::catalog::{Dataset, Item, Kind, Layout, Snapshot, Split};
 use crate::error::AppError;
 use crate::imaging::DecodeOptions;
-use crate::pipeline;
+use crate::pipeline::{self, cpu_job};
 use crate::state::AppState;
 
 /// Query parameters of the item listing.
@@ -327,6 +327,41 @@ pub async fn get_item(
         let opts = DecodeOptions::monai(state.limits.max_pixels);
         let decoded = pipeline::decoded(&state, it, opts).await?;
         body["image"] = json!(decoded.info);
+    } else {
+        let (img, lab) = pipeline::volume_pair(&state, it, true).await?;
+        let stats = {
+            let (img, lab) = (img.clone(), lab.clone());
+            cpu_job(&state, move || (img.range(), lab.map(|l| l.label_counts()))).await?
+        };
+        let h = &img.volume.header;
+        body["volume"] = json!({
+            "format": if h.version == 2 { "nifti2" } else { "nifti1" },
+            "shape": h.spatial,
+            "channels": h.channels,
+            "dtype": h.dtype.name(),
+            "byte_order": if h.big_endian { "big" } else { "little" },
+            "spacing": h.pixdim,
+            "affine": h.affine,
+            "affine_source": h.affine_source.name(),
+            "orientation": h.orientation().iter().collect::<String>(),
+            "scl_slope": h.scl_slope,
+            "scl_inter": h.scl_inter,
+            "intensity": stats.0.map(|(min, max)| json!({"min": min, "max": max})),
+        });
+        if let (Some(lab), Some(counts)) = (&lab, stats.1) {
+            let key = it.label.as_ref().map(|l| l.key.clone()).unwrap_or_default();
+            let counts = counts.map_err(|message| AppError::Undecodable { key, message })?;
+            let lh = &lab.volume.header;
+            body["label"] = json!({
+                "shape": lh.spatial,
+                "dtype": lh.dtype.name(),
+                "values": counts.iter().map(|&(v, n)| json!({
+                    "value": v,
+                    "voxels": n,
+                    "name": ds.labels.get(&v.to_string()),
+                })).collect::<Vec<_>>(),
+            });
+        }
     }
     Ok(response::json(&headers, &body))
 }

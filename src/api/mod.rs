@@ -24,6 +24,7 @@ pub mod extract;
 pub mod images;
 pub mod ops;
 pub mod response;
+pub mod volumes;
 
 /// One route: its path (axum syntax, which is also OpenAPI's), method, the query parameters
 /// its handler accepts, and the handler.
@@ -88,6 +89,42 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             images::IMAGE_PARAMS,
             get(images::get_image),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/slice",
+            Method::GET,
+            volumes::SLICE_PARAMS,
+            get(volumes::get_slice),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume",
+            Method::GET,
+            volumes::VOLUME_PARAMS,
+            get(volumes::get_volume),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.nii.gz",
+            Method::GET,
+            volumes::VOLUME_PARAMS,
+            get(volumes::get_volume_nii_gz),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.nii",
+            Method::GET,
+            volumes::VOLUME_PARAMS,
+            get(volumes::get_volume_nii),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.npy",
+            Method::GET,
+            volumes::VOLUME_PARAMS,
+            get(volumes::get_volume_npy),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.npz",
+            Method::GET,
+            volumes::VOLUME_PARAMS,
+            get(volumes::get_volume_npz),
         ),
     ]
 }

@@ -50,7 +50,8 @@ impl ArrayFormat {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The `format` value.
+    pub fn name(self) -> &'static str {
         match self {
             ArrayFormat::Png => "png",
             ArrayFormat::F32 => "f32",
@@ -203,27 +204,49 @@ pub fn array_response(
     etag: &str,
     file_stem: &str,
 ) -> Response {
+    let dtype = if format == ArrayFormat::Png {
+        "uint8"
+    } else {
+        "float32"
+    };
+    data_response(
+        body.into(),
+        DataHeaders {
+            content_type: format.content_type(),
+            dtype,
+            shape,
+            file_name: &format!("{file_stem}.{}", format.name()),
+        },
+        etag,
+    )
+}
+
+/// What a data response says about its body.
+pub struct DataHeaders<'a> {
+    pub content_type: &'static str,
+    /// NumPy name of the element type (`X-Dtype`); empty for none.
+    pub dtype: &'static str,
+    /// `X-Shape`; empty for none.
+    pub shape: &'a [usize],
+    /// The download name in `Content-Disposition`.
+    pub file_name: &'a str,
+}
+
+/// A data response: body plus [`DataHeaders`], validators and `Vary: Accept`.
+pub fn data_response(body: bytes::Bytes, d: DataHeaders<'_>, etag: &str) -> Response {
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
+        HeaderValue::from_static(d.content_type),
     );
-    h.insert(X_SHAPE, shape_header(shape));
-    h.insert(
-        X_DTYPE,
-        HeaderValue::from_static(if format == ArrayFormat::Png {
-            "uint8"
-        } else {
-            "float32"
-        }),
-    );
-    let ext = match format {
-        ArrayFormat::Png => "png",
-        ArrayFormat::F32 => "f32",
-        ArrayFormat::Npy => "npy",
-    };
-    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{file_stem}.{ext}\"")) {
+    if !d.shape.is_empty() {
+        h.insert(X_SHAPE, shape_header(d.shape));
+    }
+    if !d.dtype.is_empty() {
+        h.insert(X_DTYPE, HeaderValue::from_static(d.dtype));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{}\"", d.file_name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::VARY, HeaderValue::from_static("accept"));

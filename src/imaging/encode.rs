@@ -1,8 +1,8 @@
 //! Encoders for responses: 8-bit PNG for eyes, raw little-endian float32 and NumPy `.npy`
 //! for programs.
 
-use ndarray::ArrayD;
-use ndarray_npy::WriteNpyExt;
+use ndarray::{Array2, ArrayD};
+use ndarray_npy::{WritableElement, WriteNpyExt};
 
 /// Why an array could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -43,18 +43,7 @@ pub fn png8(a: &ArrayD<f32>, lo: f32, hi: f32) -> Result<Vec<u8>, EncodeError> {
             pixels[i * c + ci] = to_u8(v);
         }
     }
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
-        enc.set_color(color);
-        enc.set_depth(png::BitDepth::Eight);
-        enc.set_compression(png::Compression::Fast);
-        let mut wr = enc.write_header().map_err(|e| EncodeError(e.to_string()))?;
-        wr.write_image_data(&pixels)
-            .map_err(|e| EncodeError(e.to_string()))?;
-        wr.finish().map_err(|e| EncodeError(e.to_string()))?;
-    }
-    Ok(out)
+    png_bytes(w, h, color, &pixels)
 }
 
 /// Raw little-endian float32 in C order.
@@ -71,11 +60,115 @@ pub fn f32_le(a: &ArrayD<f32>) -> Vec<u8> {
 
 /// NumPy `.npy` (version 1.0, `<f4`, C order).
 pub fn npy(a: &ArrayD<f32>) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(a.len() * 4 + 128);
+    npy_of(a)
+}
+
+/// NumPy `.npy` of any element type (`|u1` for masks).
+pub fn npy_of<T: WritableElement + Clone>(a: &ArrayD<T>) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(a.len() * std::mem::size_of::<T>() + 128);
     let std = a.as_standard_layout();
     std.write_npy(&mut out)
         .map_err(|e| EncodeError(e.to_string()))?;
     Ok(out)
+}
+
+/// NumPy `.npz` (an uncompressed zip of `.npy` files, what `np.savez` writes) holding
+/// `image.npy` and/or `label.npy`. HTTP compression applies on top when the client accepts it.
+pub fn npz(
+    image: Option<&ArrayD<f32>>,
+    label: Option<&ArrayD<u8>>,
+) -> Result<Vec<u8>, EncodeError> {
+    let err = |e: ndarray_npy::WriteNpzError| EncodeError(e.to_string());
+    let mut w = ndarray_npy::NpzWriter::new(std::io::Cursor::new(Vec::new()));
+    if let Some(a) = image {
+        w.add_array("image", &a.as_standard_layout()).map_err(err)?;
+    }
+    if let Some(l) = label {
+        w.add_array("label", &l.as_standard_layout()).map_err(err)?;
+    }
+    Ok(w.finish().map_err(err)?.into_inner())
+}
+
+fn png_bytes(
+    w: usize,
+    h: usize,
+    color: png::ColorType,
+    pixels: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        let mut wr = enc.write_header().map_err(|e| EncodeError(e.to_string()))?;
+        wr.write_image_data(pixels)
+            .map_err(|e| EncodeError(e.to_string()))?;
+        wr.finish().map_err(|e| EncodeError(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// A mask slice as 8-bit grayscale PNG holding the label values themselves.
+pub fn png_labels(mask: &Array2<u8>) -> Result<Vec<u8>, EncodeError> {
+    let (h, w) = mask.dim();
+    let std = mask.as_standard_layout();
+    png_bytes(
+        w,
+        h,
+        png::ColorType::Grayscale,
+        std.as_slice().expect("standard layout"),
+    )
+}
+
+/// Colour of a label value in overlays: a fixed, distinguishable palette (label 1 red,
+/// 2 green, 3 blue, 4 yellow, ...), repeating after 8.
+pub fn label_colour(v: u8) -> [u8; 3] {
+    const PALETTE: [[u8; 3]; 8] = [
+        [230, 25, 75],
+        [60, 180, 75],
+        [0, 130, 200],
+        [255, 225, 25],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+    ];
+    PALETTE[(usize::from(v).max(1) - 1) % PALETTE.len()]
+}
+
+/// An image slice windowed to `lo..hi` in gray with the mask drawn over it: every voxel with a
+/// non-zero label is blended with its label's colour at `opacity`. RGB PNG.
+pub fn png_overlay(
+    image: &Array2<f32>,
+    lo: f32,
+    hi: f32,
+    mask: &Array2<u8>,
+    opacity: f32,
+) -> Result<Vec<u8>, EncodeError> {
+    let (h, w) = image.dim();
+    if mask.dim() != (h, w) {
+        return Err(EncodeError(format!(
+            "mask {:?} and image {:?} differ",
+            mask.dim(),
+            (h, w)
+        )));
+    }
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let mut px = Vec::with_capacity(h * w * 3);
+    for (&v, &m) in image.iter().zip(mask.iter()) {
+        let t = ((v - lo) / span).clamp(0.0, 1.0);
+        let g = if t.is_nan() { 0.0 } else { t * 255.0 };
+        if m == 0 {
+            let g = g.round() as u8;
+            px.extend_from_slice(&[g, g, g]);
+        } else {
+            for c in label_colour(m) {
+                px.push(((1.0 - opacity) * g + opacity * f32::from(c)).round() as u8);
+            }
+        }
+    }
+    png_bytes(w, h, png::ColorType::Rgb, &px)
 }
 
 #[cfg(test)]

@@ -673,7 +673,10 @@ pub enum OutType {
 /// `dims` is `[X, Y, Z]` or `[X, Y, Z, C]`; `data` is already in file order (x fastest).
 /// Writes the same affine as sform and (as far as a rotation allows) qform, code 2 (aligned)
 /// unless `code` says otherwise; pixdim holds the affine's column norms.
-#[allow(clippy::needless_range_loop, reason = "header offsets and matrix indices read best as indices")]
+#[allow(
+    clippy::needless_range_loop,
+    reason = "header offsets and matrix indices read best as indices"
+)]
 pub fn encode_nifti1(
     dims: &[usize],
     affine: &[[f64; 4]; 4],
