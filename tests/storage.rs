@@ -309,7 +309,10 @@ async fn every_endpoint_answers_the_same_from_s3_as_from_disk() {
         "/v1/datasets/medmnist/splits/nope/items".into(),
         format!("{item}/image?size=0,0"),
     ];
-    for uri in &uris {
+    // Every GET the README prints, so its examples are known to work from S3 as well.
+    let readme = readme_paths();
+    assert!(readme.len() > 30, "{readme:?}");
+    for uri in uris.iter().chain(&readme) {
         let a = common::get(&local_app, uri).await;
         let b = common::get(&s3_app, uri).await;
         assert_eq!(
@@ -329,4 +332,22 @@ async fn every_endpoint_answers_the_same_from_s3_as_from_disk() {
             assert_eq!(a.header("x-shape"), b.header("x-shape"), "{uri}");
         }
     }
+}
+
+/// Paths of the README's curl lines (GET only), e.g. `/v1/datasets/...?size=...`.
+fn readme_paths() -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    text.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("curl ") && !l.contains("-X "))
+        .filter_map(|l| {
+            let start = l.find("http://127.0.0.1:8080")? + "http://127.0.0.1:8080".len();
+            let rest = &l[start..];
+            let end = rest
+                .find(|c: char| c == '\'' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            Some(rest[..end].to_string())
+        })
+        .collect()
 }
