@@ -24,6 +24,10 @@ pub enum Command {
     SampleData {
         /// Folder to write into (created if missing).
         dir: PathBuf,
+        /// Also write a full-size 512x512x200 int16 CT subject with its mask
+        /// (`large/train/ct_512/`, ~55 MB gzipped) for benchmarks and load tests.
+        #[arg(long)]
+        large: bool,
     },
 }
 

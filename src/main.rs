@@ -17,8 +17,15 @@ fn init_tracing(format: LogFormat) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::SampleData { dir }) => {
-            return match medserve::sample::write_sample_data(&dir) {
+        Some(Command::SampleData { dir, large }) => {
+            let written = medserve::sample::write_sample_data(&dir).and_then(|n| {
+                Ok(n + if large {
+                    medserve::sample::write_large_ct(&dir)?
+                } else {
+                    0
+                })
+            });
+            return match written {
                 Ok(n) => {
                     println!("wrote {n} sample files to {}", dir.display());
                     std::process::ExitCode::SUCCESS

@@ -420,6 +420,20 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
     Ok(files)
 }
 
+/// Grid of the full-size CT subject (`sample-data --large`): a typical Decathlon CT.
+pub const LARGE_CT_DIMS: (usize, usize, usize) = (512, 512, 200);
+
+/// Writes `large/train/ct_512/{img,label}.nii.gz`: a 512x512x200 int16 CT-like volume and its
+/// mask, what the benchmarks and load tests of real-size volumes read. Returns the file count.
+pub fn write_large_ct(dir: &Path) -> std::io::Result<usize> {
+    let (img, lab) = ct_volume(512, LARGE_CT_DIMS);
+    let sub = dir.join("large/train/ct_512");
+    std::fs::create_dir_all(&sub)?;
+    write_volume(&sub.join("img.nii.gz"), &img, VOLUME_SPACING)?;
+    write_volume(&sub.join("label.nii.gz"), &lab, VOLUME_SPACING)?;
+    Ok(2)
+}
+
 /// A Decathlon-style multi-modal MRI task: 4D float32 volumes (4 modalities on the 4th axis).
 fn write_brain_tumour(task: &Path) -> std::io::Result<usize> {
     let mut files = 0;
