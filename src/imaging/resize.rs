@@ -2,7 +2,7 @@
 //! axis at a time. Every mode here is separable, so resizing axis by axis gives the same
 //! numbers as torch's 2D/3D kernels up to float rounding.
 
-use ndarray::{ArrayD, ArrayViewD, Axis, Ix4, IxDyn, Zip};
+use ndarray::{ArrayD, ArrayViewD, Ix4, IxDyn};
 
 /// Interpolation, named as in MONAI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,9 @@ pub fn resize(a: &ArrayD<f32>, spatial: &[usize], mode: ResizeMode) -> ArrayD<f3
 
 /// [`resize`] of an array of any element type, converting each element with `conv` as it is
 /// first read: a volume stays in its stored type (int16 CT is half the memory of float32) and
-/// is never copied whole as float32 before shrinking. `a` may have any memory layout.
+/// is never copied whole as float32 before shrinking. `a` may have any memory layout; a dense
+/// one (C, F or any axis permutation, like a NIfTI volume viewed channel-first) is read in
+/// place.
 pub fn resize_from<T, F>(
     a: ArrayViewD<T>,
     spatial: &[usize],
@@ -51,135 +53,509 @@ pub fn resize_from<T, F>(
     conv: F,
 ) -> ArrayD<f32>
 where
-    T: Copy,
-    F: Fn(T) -> f32,
+    T: Copy + Sync,
+    F: Fn(T) -> f32 + Sync,
 {
     assert_eq!(a.ndim(), spatial.len() + 1, "one size per spatial axis");
     assert!(spatial.iter().all(|&s| s > 0), "sizes must be positive");
-    let mut todo: Vec<usize> = (1..a.ndim())
-        .filter(|&ax| a.shape()[ax] != spatial[ax - 1])
-        .collect();
-    // The axis with contiguous lanes first: it reads the big input in memory order, and when
-    // downsampling the strided passes then run on an already smaller array.
-    todo.sort_by_key(|&ax| (a.strides()[ax].unsigned_abs(), std::cmp::Reverse(ax)));
-    let Some((&first, rest)) = todo.split_first() else {
-        return a.map(|&v| conv(v)).as_standard_layout().into_owned();
-    };
-    let mut cur = resize_axis_map(a, first, spatial[first - 1], mode, &conv);
-    for &ax in rest {
-        cur = resize_axis_map(cur.view(), ax, spatial[ax - 1], mode, &|v: f32| v);
-    }
-    if cur.is_standard_layout() {
-        cur
-    } else {
-        cur.as_standard_layout().into_owned()
+    let mut target = vec![a.shape()[0]];
+    target.extend_from_slice(spatial);
+    // Axes in memory order, outermost first.
+    let mut axes: Vec<usize> = (0..a.ndim()).collect();
+    axes.sort_by_key(|&i| (std::cmp::Reverse(a.strides()[i].unsigned_abs()), i));
+    let dims: Vec<usize> = axes.iter().map(|&i| a.shape()[i]).collect();
+    match a
+        .as_slice_memory_order()
+        .filter(|_| a.strides().iter().all(|&s| s >= 0))
+    {
+        Some(src) => resize_dense(src, dims, &axes, &target, mode, &conv, PARALLEL_MIN),
+        None => {
+            let owned = a.as_standard_layout();
+            let src = owned.as_slice().expect("standard layout is contiguous");
+            let identity: Vec<usize> = (0..a.ndim()).collect();
+            resize_dense(
+                src,
+                a.shape().to_vec(),
+                &identity,
+                &target,
+                mode,
+                &conv,
+                PARALLEL_MIN,
+            )
+        }
     }
 }
 
 /// Resizes one axis.
 pub fn resize_axis(a: ArrayViewD<f32>, axis: usize, out: usize, mode: ResizeMode) -> ArrayD<f32> {
-    resize_axis_map(a, axis, out, mode, &|v: f32| v)
+    let mut spatial = a.shape()[1..].to_vec();
+    spatial[axis - 1] = out;
+    resize_from(a, &spatial, mode, |v| v)
 }
 
-/// An array of `shape` whose axes are laid out in memory in the same order as `like`'s, so
-/// passes over it keep the input's access pattern.
-fn zeros_like_layout<T>(shape: &[usize], like: &ArrayViewD<T>) -> ArrayD<f32> {
-    let strides = like.strides();
-    let mut order: Vec<usize> = (0..shape.len()).collect();
-    // Outermost (largest stride) first.
-    order.sort_by_key(|&i| (std::cmp::Reverse(strides[i].unsigned_abs()), i));
-    let permuted: Vec<usize> = order.iter().map(|&i| shape[i]).collect();
-    let mut inverse = vec![0; order.len()];
-    for (k, &i) in order.iter().enumerate() {
-        inverse[i] = k;
+/// Resizes a dense buffer whose memory-order sizes are `dims` (outermost first) and whose
+/// memory position `m` holds logical axis `axes[m]`, to the logical shape `target`.
+///
+/// The outer axes are resized together in one streaming pass ([`fused`]): every input row is
+/// converted and added into the output rows whose windows hold it, so the input is read once,
+/// in order, and no full-size intermediate is allocated. The innermost (contiguous) axis is
+/// resized last, on the already reduced rows.
+fn resize_dense<T, F>(
+    src: &[T],
+    dims: Vec<usize>,
+    axes: &[usize],
+    target: &[usize],
+    mode: ResizeMode,
+    conv: &F,
+    parallel_min: usize,
+) -> ArrayD<f32>
+where
+    T: Copy + Sync,
+    F: Fn(T) -> f32 + Sync,
+{
+    let last = dims.len() - 1;
+    let out_dims: Vec<usize> = axes.iter().map(|&ax| target[ax]).collect();
+    let levels: Vec<Level> = (0..dims.len())
+        .map(|m| {
+            let inner_in: usize = dims[m + 1..].iter().product();
+            let inner_out: usize = if m == last {
+                1
+            } else {
+                out_dims[m + 1..last].iter().product::<usize>() * dims[last]
+            };
+            let plan = (m != last && dims[m] != out_dims[m])
+                .then(|| Plan::new(dims[m], out_dims[m], mode));
+            Level::new(
+                dims[m],
+                if m == last { dims[m] } else { out_dims[m] },
+                inner_in,
+                inner_out,
+                plan,
+            )
+        })
+        .collect();
+    let mut mid_dims = out_dims.clone();
+    mid_dims[last] = dims[last];
+    let mut mid = vec![0.0f32; mid_dims.iter().product()];
+    if !mid.is_empty() {
+        fused_parallel(&levels, src, &mut mid, conv, parallel_min);
     }
-    ArrayD::<f32>::zeros(IxDyn(&permuted)).permuted_axes(IxDyn(&inverse))
+    let cur = if dims[last] == out_dims[last] {
+        mid
+    } else {
+        resize_pass(&mid, &mid_dims, last, out_dims[last], mode, &|v: f32| v)
+    };
+    let shape: Vec<usize> = target.to_vec();
+    let data = to_logical_order(&cur, &out_dims, axes);
+    ArrayD::from_shape_vec(IxDyn(&shape), data).expect("sized from the target")
 }
 
-fn resize_axis_map<T, F>(
-    a: ArrayViewD<T>,
-    axis: usize,
+/// Rearranges a dense buffer from memory order (`dims[m]` is logical axis `axes[m]`) into the
+/// logical C order. Tiled over the two axes that are innermost in the source and in the
+/// destination, so both sides are read and written a cache line at a time (ndarray's
+/// element-wise copy of a permuted view reads one of them with a large stride).
+fn to_logical_order(src: &[f32], dims: &[usize], axes: &[usize]) -> Vec<f32> {
+    let nd = dims.len();
+    if axes.iter().enumerate().all(|(m, &ax)| m == ax) {
+        return src.to_vec();
+    }
+    let mut shape = vec![0; nd];
+    let mut s_stride = vec![0; nd];
+    for (m, &ax) in axes.iter().enumerate() {
+        shape[ax] = dims[m];
+        s_stride[ax] = dims[m + 1..].iter().product::<usize>();
+    }
+    let mut d_stride = vec![1; nd];
+    for ax in (0..nd.saturating_sub(1)).rev() {
+        d_stride[ax] = d_stride[ax + 1] * shape[ax + 1];
+    }
+    let a = axes[nd - 1]; // contiguous in the source
+    let b = nd - 1; // contiguous in the destination
+    let mut dst = vec![0.0f32; src.len()];
+    let others: Vec<usize> = (0..nd).filter(|&ax| ax != a && ax != b).collect();
+    let mut idx = vec![0usize; others.len()];
+    const T: usize = 16;
+    loop {
+        let base_s: usize = others
+            .iter()
+            .zip(&idx)
+            .map(|(&ax, &i)| i * s_stride[ax])
+            .sum();
+        let base_d: usize = others
+            .iter()
+            .zip(&idx)
+            .map(|(&ax, &i)| i * d_stride[ax])
+            .sum();
+        if a == b {
+            let n = shape[a];
+            dst[base_d..base_d + n].copy_from_slice(&src[base_s..base_s + n]);
+        } else {
+            for ta in (0..shape[a]).step_by(T) {
+                for tb in (0..shape[b]).step_by(T) {
+                    for i in ta..(ta + T).min(shape[a]) {
+                        let (so, dof) = (base_s + i, base_d + i * d_stride[a]);
+                        for j in tb..(tb + T).min(shape[b]) {
+                            dst[dof + j] = src[so + j * s_stride[b]];
+                        }
+                    }
+                }
+            }
+        }
+        // Odometer over the other axes.
+        let mut k = others.len();
+        loop {
+            if k == 0 {
+                return dst;
+            }
+            k -= 1;
+            idx[k] += 1;
+            if idx[k] < shape[others[k]] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+}
+
+/// One memory-order axis of a fused resize.
+#[derive(Clone)]
+struct Level {
+    n_in: usize,
+    n_out: usize,
+    /// Elements per input / output step along this axis.
+    inner_in: usize,
+    inner_out: usize,
+    /// `None`: copied (converted) as is.
+    plan: Option<Plan>,
+    /// Area only: for each input index, the outputs whose windows hold it.
+    feeds: Vec<Vec<usize>>,
+}
+
+impl Level {
+    fn new(
+        n_in: usize,
+        n_out: usize,
+        inner_in: usize,
+        inner_out: usize,
+        plan: Option<Plan>,
+    ) -> Level {
+        let mut feeds = Vec::new();
+        if let Some(Plan::Area(w)) = &plan {
+            feeds = vec![Vec::new(); n_in];
+            for (i, &(s, e)) in w.iter().enumerate() {
+                for f in &mut feeds[s..e] {
+                    f.push(i);
+                }
+            }
+        }
+        Level {
+            n_in,
+            n_out,
+            inner_in,
+            inner_out,
+            plan,
+            feeds,
+        }
+    }
+}
+
+/// Inputs below this many elements are resized on the calling thread.
+const PARALLEL_MIN: usize = 1 << 24;
+
+/// [`fused`] over the whole buffer, split across threads for large inputs: the outermost
+/// level with several outputs is cut into ranges of outputs, each computed from the inputs its
+/// windows reach. The numbers are the same as on one thread (every output is computed the
+/// same way); only a cold, big volume gains, and it is the request a user waits for.
+fn fused_parallel<T, F>(levels: &[Level], src: &[T], mid: &mut [f32], conv: &F, min_len: usize)
+where
+    T: Copy + Sync,
+    F: Fn(T) -> f32 + Sync,
+{
+    let scratch_for = |levels: &[Level]| -> Vec<(Vec<f32>, Vec<f32>)> {
+        levels
+            .iter()
+            .map(|l| (vec![0.0; l.inner_out], vec![0.0; l.inner_out]))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    // The split level: the first with more than one output; every level above has one.
+    let split = levels.iter().position(|l| l.n_out > 1);
+    let (p, ok) = match split {
+        Some(p) => (p, levels[..p].iter().all(|l| l.n_in == 1)),
+        None => (0, false),
+    };
+    if threads < 2 || src.len() < min_len || !ok || levels.len() - p < 2 {
+        fused(levels, src, mid, conv, &mut scratch_for(levels));
+        return;
+    }
+    let lv = &levels[p];
+    let per = lv.n_out.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut rest_out = mid;
+        for i0 in (0..lv.n_out).step_by(per) {
+            let i1 = (i0 + per).min(lv.n_out);
+            let (chunk, tail) = rest_out.split_at_mut((i1 - i0) * lv.inner_out);
+            rest_out = tail;
+            let (sub, k0, k1) = lv.slice(i0, i1);
+            let mut sub_levels = vec![sub];
+            sub_levels.extend(levels[p + 1..].iter().cloned());
+            let part = &src[k0 * lv.inner_in..k1 * lv.inner_in];
+            let mut scratch = scratch_for(&sub_levels);
+            scope.spawn(move || fused(&sub_levels, part, chunk, conv, &mut scratch));
+        }
+    });
+}
+
+impl Level {
+    /// This level restricted to outputs `i0..i1`, and the input range `k0..k1` they read.
+    fn slice(&self, i0: usize, i1: usize) -> (Level, usize, usize) {
+        let (plan, k0, k1) = match &self.plan {
+            None => (None, i0, i1),
+            Some(Plan::Area(w)) => {
+                let (k0, k1) = (w[i0].0, w[i1 - 1].1);
+                let w = w[i0..i1].iter().map(|&(s, e)| (s - k0, e - k0)).collect();
+                (Some(Plan::Area(w)), k0, k1)
+            }
+            Some(Plan::Nearest(idx)) => {
+                let (k0, k1) = (idx[i0], idx[i1 - 1] + 1);
+                let idx = idx[i0..i1].iter().map(|&k| k - k0).collect();
+                (Some(Plan::Nearest(idx)), k0, k1)
+            }
+            Some(Plan::Linear(t)) => {
+                let (k0, k1) = (t[i0].0, t[i1 - 1].1 + 1);
+                let t = t[i0..i1]
+                    .iter()
+                    .map(|&(a, b, l)| (a - k0, b - k0, l))
+                    .collect();
+                (Some(Plan::Linear(t)), k0, k1)
+            }
+        };
+        let sub = Level::new(k1 - k0, i1 - i0, self.inner_in, self.inner_out, plan);
+        (sub, k0, k1)
+    }
+}
+
+/// Resizes the block `src` (this level's `n_in` steps) into `out` (its `n_out` steps),
+/// recursing into deeper levels; the deepest level converts a row.
+fn fused<T, F>(
+    levels: &[Level],
+    src: &[T],
+    out: &mut [f32],
+    conv: &F,
+    scratch: &mut [(Vec<f32>, Vec<f32>)],
+) where
+    T: Copy,
+    F: Fn(T) -> f32,
+{
+    let (lv, rest) = levels.split_first().expect("at least one level");
+    if rest.is_empty() {
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = conv(v);
+        }
+        return;
+    }
+    let ((a, b), deeper) = scratch.split_first_mut().expect("one scratch per level");
+    let (ii, io) = (lv.inner_in, lv.inner_out);
+    let src_k = |k: usize| &src[k * ii..(k + 1) * ii];
+    match &lv.plan {
+        None => {
+            for (k, o) in out.chunks_exact_mut(io).enumerate().take(lv.n_out) {
+                fused(rest, src_k(k), o, conv, deeper);
+            }
+        }
+        Some(Plan::Area(w)) => {
+            out.fill(0.0);
+            let leaf_below = rest.len() == 1;
+            for k in 0..lv.n_in {
+                if lv.feeds[k].is_empty() {
+                    continue;
+                }
+                if leaf_below {
+                    // Convert straight into the sums: no round trip through a scratch row.
+                    for &i in &lv.feeds[k] {
+                        for (o, &v) in out[i * io..(i + 1) * io].iter_mut().zip(src_k(k)) {
+                            *o += conv(v);
+                        }
+                    }
+                    continue;
+                }
+                fused(rest, src_k(k), a, conv, deeper);
+                for &i in &lv.feeds[k] {
+                    for (o, &v) in out[i * io..(i + 1) * io].iter_mut().zip(a.iter()) {
+                        *o += v;
+                    }
+                }
+            }
+            for (i, &(s, e)) in w.iter().enumerate() {
+                // A multiply vectorises far better than a divide; the reciprocal costs at most
+                // one float32 rounding step.
+                let inv = 1.0 / (e - s) as f32;
+                out[i * io..(i + 1) * io].iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+        Some(Plan::Nearest(idx)) => {
+            for i in 0..lv.n_out {
+                let (done, todo) = out.split_at_mut(i * io);
+                if i > 0 && idx[i] == idx[i - 1] {
+                    todo[..io].copy_from_slice(&done[(i - 1) * io..]);
+                } else {
+                    fused(rest, src_k(idx[i]), &mut todo[..io], conv, deeper);
+                }
+            }
+        }
+        Some(Plan::Linear(taps)) => {
+            let mut have = (usize::MAX, usize::MAX);
+            for (i, &(i0, i1, l1)) in taps.iter().enumerate() {
+                if have.0 != i0 {
+                    if have.1 == i0 {
+                        // Moving forward: the old right tap is the new left one.
+                        std::mem::swap(a, b);
+                        have = (i0, have.0);
+                    } else {
+                        fused(rest, src_k(i0), a, conv, deeper);
+                        have.0 = i0;
+                    }
+                }
+                if have.1 != i1 {
+                    fused(rest, src_k(i1), b, conv, deeper);
+                    have.1 = i1;
+                }
+                for ((o, &x), &y) in out[i * io..(i + 1) * io]
+                    .iter_mut()
+                    .zip(a.iter())
+                    .zip(b.iter())
+                {
+                    *o = (1.0 - l1) * x + l1 * y;
+                }
+            }
+        }
+    }
+}
+
+/// One axis (memory position `m` of `dims`) of a dense buffer to `out` samples.
+fn resize_pass<T, F>(
+    src: &[T],
+    dims: &[usize],
+    m: usize,
     out: usize,
     mode: ResizeMode,
     conv: &F,
-) -> ArrayD<f32>
+) -> Vec<f32>
 where
     T: Copy,
     F: Fn(T) -> f32,
 {
-    let n_in = a.shape()[axis];
-    let mut shape = a.shape().to_vec();
-    shape[axis] = out;
-    let mut res = zeros_like_layout(&shape, &a);
-    // Kernels work on slices; strided lanes are gathered into a scratch buffer first.
-    let mut scratch_in: Vec<T> = Vec::new();
-    let mut scratch_out: Vec<f32> = vec![0.0; out];
-    let mut run = |kernel: &dyn Fn(&[T], &mut [f32])| {
-        Zip::from(res.lanes_mut(Axis(axis)))
-            .and(a.lanes(Axis(axis)))
-            .for_each(|mut o, src| {
-                let src: &[T] = match src.to_slice() {
-                    Some(s) => s,
-                    None => {
-                        scratch_in.clear();
-                        scratch_in.extend(src.iter().copied());
-                        &scratch_in
-                    }
-                };
-                match o.as_slice_mut() {
-                    Some(dst) => kernel(src, dst),
-                    None => {
-                        kernel(src, &mut scratch_out);
-                        o.iter_mut().zip(&scratch_out).for_each(|(d, &v)| *d = v);
-                    }
-                }
-            });
-    };
-    match mode {
-        ResizeMode::Area => {
-            let windows: Vec<(usize, usize)> = (0..out)
-                .map(|i| {
-                    let start = i * n_in / out;
-                    let end = ((i + 1) * n_in).div_ceil(out);
-                    (start, end)
-                })
-                .collect();
-            run(&|src, dst| {
-                for (ov, &(s, e)) in dst.iter_mut().zip(&windows) {
-                    // Sum each window directly: a running sum would smear one NaN over
-                    // every later window, while torch keeps it inside its own windows.
-                    let sum: f64 = src[s..e].iter().map(|&v| f64::from(conv(v))).sum();
-                    *ov = (sum / (e - s) as f64) as f32;
-                }
-            });
-        }
-        ResizeMode::Nearest => {
-            let idx = nearest_indices(n_in, out);
-            run(&|src, dst| {
-                for (ov, &k) in dst.iter_mut().zip(&idx) {
-                    *ov = conv(src[k]);
-                }
-            });
-        }
-        ResizeMode::Linear => {
-            let scale = n_in as f32 / out as f32;
-            let taps: Vec<(usize, usize, f32)> = (0..out)
-                .map(|i| {
-                    let real = (scale * (i as f32 + 0.5) - 0.5).max(0.0);
-                    let i0 = (real.floor() as usize).min(n_in - 1);
-                    let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
-                    let l1 = (real - i0 as f32).clamp(0.0, 1.0);
-                    (i0, i1, l1)
-                })
-                .collect();
-            run(&|src, dst| {
-                for (ov, &(i0, i1, l1)) in dst.iter_mut().zip(&taps) {
-                    *ov = (1.0 - l1) * conv(src[i0]) + l1 * conv(src[i1]);
-                }
-            });
+    let outer: usize = dims[..m].iter().product();
+    let n = dims[m];
+    let inner: usize = dims[m + 1..].iter().product();
+    let mut dst = vec![0.0f32; outer * out * inner];
+    if dst.is_empty() {
+        return dst;
+    }
+    let plan = Plan::new(n, out, mode);
+    for (s, d) in src
+        .chunks_exact(n * inner)
+        .zip(dst.chunks_exact_mut(out * inner))
+    {
+        if inner == 1 {
+            plan.lane(s, d, conv);
+        } else {
+            plan.rows(s, d, inner, conv);
         }
     }
-    res
+    dst
+}
+
+/// Where each output sample of one axis comes from.
+#[derive(Clone)]
+enum Plan {
+    /// Window `[start, end)` averaged (torch adaptive average pooling).
+    Area(Vec<(usize, usize)>),
+    Nearest(Vec<usize>),
+    /// `(i0, i1, weight of i1)`.
+    Linear(Vec<(usize, usize, f32)>),
+}
+
+impl Plan {
+    fn new(n_in: usize, out: usize, mode: ResizeMode) -> Plan {
+        match mode {
+            ResizeMode::Area => Plan::Area(
+                (0..out)
+                    .map(|i| (i * n_in / out, ((i + 1) * n_in).div_ceil(out)))
+                    .collect(),
+            ),
+            ResizeMode::Nearest => Plan::Nearest(nearest_indices(n_in, out)),
+            ResizeMode::Linear => {
+                let scale = n_in as f32 / out as f32;
+                Plan::Linear(
+                    (0..out)
+                        .map(|i| {
+                            let real = (scale * (i as f32 + 0.5) - 0.5).max(0.0);
+                            let i0 = (real.floor() as usize).min(n_in - 1);
+                            let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
+                            let l1 = (real - i0 as f32).clamp(0.0, 1.0);
+                            (i0, i1, l1)
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    /// A contiguous lane: `src` has the axis' `n` samples, `dst` its `out`.
+    fn lane<T: Copy, F: Fn(T) -> f32>(&self, src: &[T], dst: &mut [f32], conv: &F) {
+        match self {
+            Plan::Area(w) => {
+                for (o, &(s, e)) in dst.iter_mut().zip(w) {
+                    // Each window summed on its own (no running sum), so a NaN stays inside
+                    // its windows, as in torch.
+                    let sum: f64 = src[s..e].iter().map(|&v| f64::from(conv(v))).sum();
+                    *o = (sum / (e - s) as f64) as f32;
+                }
+            }
+            Plan::Nearest(idx) => {
+                for (o, &k) in dst.iter_mut().zip(idx) {
+                    *o = conv(src[k]);
+                }
+            }
+            Plan::Linear(taps) => {
+                for (o, &(i0, i1, l1)) in dst.iter_mut().zip(taps) {
+                    *o = (1.0 - l1) * conv(src[i0]) + l1 * conv(src[i1]);
+                }
+            }
+        }
+    }
+
+    /// Whole rows: `src` is `n` rows of `inner` contiguous values, `dst` `out` rows.
+    fn rows<T: Copy, F: Fn(T) -> f32>(&self, src: &[T], dst: &mut [f32], inner: usize, conv: &F) {
+        let row = |k: usize| &src[k * inner..(k + 1) * inner];
+        for (i, d) in dst.chunks_exact_mut(inner).enumerate() {
+            match self {
+                Plan::Area(w) => {
+                    let (s, e) = w[i];
+                    // `d` starts at zero; rows are added in order, as torch sums a window.
+                    for k in s..e {
+                        for (dv, &sv) in d.iter_mut().zip(row(k)) {
+                            *dv += conv(sv);
+                        }
+                    }
+                    let count = (e - s) as f32;
+                    d.iter_mut().for_each(|v| *v /= count);
+                }
+                Plan::Nearest(idx) => {
+                    for (dv, &sv) in d.iter_mut().zip(row(idx[i])) {
+                        *dv = conv(sv);
+                    }
+                }
+                Plan::Linear(taps) => {
+                    let (i0, i1, l1) = taps[i];
+                    for ((dv, &a), &b) in d.iter_mut().zip(row(i0)).zip(row(i1)) {
+                        *dv = (1.0 - l1) * conv(a) + l1 * conv(b);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// torch's legacy `nearest` source indices: `min(floor(f32(i) * f32(in)/f32(out)), in - 1)`.
@@ -225,7 +601,7 @@ pub fn resize_nearest<T: Copy>(a: ArrayViewD<T>, spatial: &[usize]) -> ArrayD<T>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{ArrayD, IxDyn};
+    use ndarray::{ArrayD, IxDyn, ShapeBuilder};
 
     fn arr(v: &[f32]) -> ArrayD<f32> {
         ArrayD::from_shape_vec(IxDyn(&[1, v.len()]), v.to_vec()).unwrap()
@@ -264,6 +640,41 @@ mod tests {
         let a = arr(&[3., 1., 2.]);
         for m in [ResizeMode::Area, ResizeMode::Nearest, ResizeMode::Linear] {
             assert_eq!(resize(&a, &[3], m), a);
+        }
+    }
+
+    #[test]
+    fn threads_give_the_same_numbers_as_one() {
+        // A (1, X, Y, Z) volume stored x-fastest, as NIfTI files are.
+        let (x, y, z) = (37, 29, 23);
+        let data: Vec<i16> = (0..x * y * z)
+            .map(|i| ((i * 7919) % 2003) as i16 - 1000)
+            .collect();
+        let dims = vec![1, z, y, x];
+        let axes = [0, 3, 2, 1];
+        for mode in [ResizeMode::Area, ResizeMode::Nearest, ResizeMode::Linear] {
+            for target in [[1, 16, 12, 9], [1, 50, 40, 30], [1, 37, 10, 23]] {
+                let conv = |v: i16| f32::from(v);
+                let one =
+                    resize_dense(&data, dims.clone(), &axes, &target, mode, &conv, usize::MAX);
+                let many = resize_dense(&data, dims.clone(), &axes, &target, mode, &conv, 0);
+                assert_eq!(one, many, "{mode:?} {target:?}");
+                // And both equal the array-based reference, axis by axis.
+                let arr = ndarray::Array3::from_shape_vec(
+                    (x, y, z).f(),
+                    data.iter().map(|&v| f32::from(v)).collect(),
+                )
+                .unwrap()
+                .insert_axis(ndarray::Axis(0))
+                .into_dyn();
+                let reference = resize(&arr.as_standard_layout().into_owned(), &target[1..], mode);
+                let diff = one
+                    .iter()
+                    .zip(reference.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(diff < 1e-3, "{mode:?} {target:?}: {diff}");
+            }
         }
     }
 }

@@ -17,24 +17,28 @@ use crate::with_voxels;
 /// Stored voxel types, widened for arithmetic.
 pub trait Voxel: Copy + Send + Sync + 'static {
     fn to_f64(self) -> f64;
+    /// nibabel's unscaled value as float32 (`float64(x)` cast to float32). Direct for types
+    /// whose values float64 holds exactly, so the cast is one rounding either way; it lets
+    /// the compiler vectorise the conversion.
+    fn to_f32(self) -> f32;
 }
 
-macro_rules! voxel_lossless {
-    ($($t:ty),*) => {$(impl Voxel for $t { fn to_f64(self) -> f64 { f64::from(self) } })*};
+macro_rules! voxel_exact {
+    ($($t:ty),*) => {$(impl Voxel for $t {
+        fn to_f64(self) -> f64 { f64::from(self) }
+        fn to_f32(self) -> f32 { self as f32 }
+    })*};
 }
-voxel_lossless!(u8, i8, i16, u16, i32, u32, f32, f64);
+voxel_exact!(u8, i8, i16, u16, i32, u32, f32, f64);
 
-impl Voxel for i64 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
+macro_rules! voxel_wide {
+    ($($t:ty),*) => {$(impl Voxel for $t {
+        fn to_f64(self) -> f64 { self as f64 }
+        // Through float64, as nibabel: a direct cast could round differently.
+        fn to_f32(self) -> f32 { self as f64 as f32 }
+    })*};
 }
-
-impl Voxel for u64 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-}
+voxel_wide!(i64, u64);
 
 /// `(C, X, Y, Z)` view of voxels stored in file order.
 pub fn view4<'a, T>(v: &'a [T], h: &Header) -> ArrayView4<'a, T> {
@@ -61,7 +65,7 @@ pub fn image_f32(vol: &Volume, size: Option<[usize; 3]>, mode: ResizeMode) -> Ar
         if h.is_scaled() {
             resize::resize_from(view, &target, mode, |x| fdata(x, s, i))
         } else {
-            resize::resize_from(view, &target, mode, |x| x.to_f64() as f32)
+            resize::resize_from(view, &target, mode, Voxel::to_f32)
         }
     })
 }
@@ -204,7 +208,11 @@ pub fn image_slice(vol: &Volume, at: SliceAt) -> Array2<f32> {
             .index_axis_move(Axis(0), at.channel)
             .index_axis_move(Axis(at.axis), at.index);
         let mut out = Array2::<f32>::zeros(plane.dim());
-        ndarray::Zip::from(&mut out).and(&plane).for_each(|o, &x| *o = fdata(x, s, i));
+        if h.is_scaled() {
+            ndarray::Zip::from(&mut out).and(&plane).for_each(|o, &x| *o = fdata(x, s, i));
+        } else {
+            ndarray::Zip::from(&mut out).and(&plane).for_each(|o, &x| *o = x.to_f32());
+        }
         out
     })
 }
