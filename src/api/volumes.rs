@@ -120,14 +120,23 @@ struct SliceQuery {
 }
 
 impl SliceQuery {
-    fn canonical(&self) -> String {
-        let axis = match self.axis {
-            AxisSel::Voxel(a) => a.to_string(),
-            AxisSel::Plane(p) => format!("{p:?}"),
+    /// Canonical text of the resolved slice: equal for every way of asking for the same
+    /// bytes (defaults spelled out or not; a window where nothing is windowed).
+    fn canonical(&self, at: SliceAt, plan: Option<DisplayPlan>) -> String {
+        let windowed = self.format == ArrayFormat::Png && self.part != SlicePart::Label;
+        let window = if windowed {
+            format!("{:?}", self.window)
+        } else {
+            "-".into()
+        };
+        let opacity = if self.part == SlicePart::Overlay {
+            self.opacity.to_string()
+        } else {
+            "-".into()
         };
         format!(
-            "slice(axis={axis},index={:?},channel={},part={:?},window={:?},opacity={})",
-            self.index, self.channel, self.part, self.window, self.opacity
+            "slice(at={at:?},plan={plan:?},part={:?},window={window},opacity={opacity})",
+            self.part
         )
     }
 }
@@ -277,14 +286,8 @@ pub async fn get_slice(
         .filter(|_| needs_label)
         .map(|l| format!("{}@{}", l.key, l.version))
         .unwrap_or_default();
-    let canonical = sq.canonical();
-    let etag = response::array_etag(
-        &[&it.image.key, &it.image.version, &label_id, &canonical],
-        sq.format,
-    );
-    if response::not_modified(&headers, &etag) {
-        return Ok(response::data_not_modified(&etag));
-    }
+    // The ETag needs the resolved slice (default index, plane -> voxel axis), so the header
+    // comes first; the decoded volume is cached, so a revalidation rarely decodes.
     let (img, lab) = pipeline::volume_pair(&state, it, needs_label).await?;
     let h = &img.volume.header;
     let (axis, plan) = match sq.axis {
@@ -315,6 +318,14 @@ pub async fn get_slice(
         index,
         channel: sq.channel,
     };
+    let canonical = sq.canonical(at, plan);
+    let etag = response::array_etag(
+        &[&it.image.key, &it.image.version, &label_id, &canonical],
+        sq.format,
+    );
+    if response::not_modified(&headers, &etag) {
+        return Ok(response::data_not_modified(&etag));
+    }
     let cache_key = format!(
         "{}@{}|{label_id}|{canonical}|{}",
         it.image.key,
@@ -701,6 +712,16 @@ async fn volume_response(
         .filter(|_| wants_label)
         .map(|l| format!("{}@{}", l.key, l.version))
         .unwrap_or_default();
+    // The header resolves the defaults (a size equal to the native grid is no resize), so
+    // equal requests share one ETag and one cache entry.
+    let (img, lab) = pipeline::volume_pair(&state, it, wants_label).await?;
+    let mut vq = vq;
+    if vq.chain.size == Some(img.volume.header.spatial) {
+        vq.chain.size = None;
+    }
+    if vq.chain.size.is_none() {
+        vq.chain.mode = ResizeMode::Area;
+    }
     let canonical = format!(
         "{:?}|{}|{}",
         vq.part,
@@ -717,8 +738,6 @@ async fn volume_response(
     if response::not_modified(&headers, &etag) {
         return Ok(response::data_not_modified(&etag));
     }
-    // Both parts are computed (and cached) at once; the decoded volumes are shared.
-    let (img, lab) = pipeline::volume_pair(&state, it, wants_label).await?;
     let image = if wants_image {
         Some(pipeline::volume_image(&state, it, vq.chain).await?)
     } else {
