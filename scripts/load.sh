@@ -10,6 +10,12 @@
 #   image_png    one image, default chain, PNG (same URL: cache hits after the first)
 #   image_npy    the same image as .npy
 #   rotate_32    every one of the 108 images in turn, size=32,32 (cold the first time)
+#   slice_512    one 512x512 axial slice of the full-size CT (sample-data --large), PNG with a
+#                CT window (cache hits after the first)
+#   slices_512   all 200 axial slices of that CT in turn, as overlays (each rendered once)
+#   volume_npy   a small volume through the seed's 3D chain as .npy (cache hits)
+# Before any of these, one cold request for the full-size CT at 128x128x64 (decode + resize +
+# scale + npy) is timed on its own and the server's peak RSS read right after it;
 # then one sequential pass of cold requests (108 images at size=48,48, never asked for before)
 # against 108 sequential /healthz requests over one connection, with curl.
 # Prints a table and the server's peak RSS (VmHWM), and stops the server by its PID.
@@ -78,7 +84,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"${BIN}" sample-data "${WORK}/data" >/dev/null
+"${BIN}" sample-data --large "${WORK}/data" >/dev/null
 PORT="${LOAD_PORT:-$(free_port)}"
 BASE="http://127.0.0.1:${PORT}"
 log "starting medserve on ${BASE}"
@@ -157,12 +163,25 @@ run() {
     NAMES+=("${name}")
 }
 
+CT512="${BASE}/v1/datasets/large/splits/train/items/ct_512"
+curl -fsS --max-time 10 -o /dev/null "${BASE}/v1/datasets/large/splits/train/items"
+log "one cold request: the 512x512x200 CT at 128,128,64 through the seed's chain"
+COLD_512="$(curl -fsS --max-time 60 -o /dev/null -w '%{time_total}' \
+    "${CT512}/volume?size=128,128,64&a_min=-1000&a_max=1000")"
+HWM_COLD="$(awk '/^VmHWM/ {print $2, $3}' "/proc/${SERVER_PID}/status")"
+WARM_NEW="$(curl -fsS --max-time 60 -o /dev/null -w '%{time_total}' \
+    "${CT512}/volume?size=128,128,64&a_min=-1000&a_max=1000&clip=true")"
+for i in $(seq 0 199); do echo "/v1/datasets/large/splits/train/items/ct_512/slice?axis=2&index=${i}&part=overlay&preset=ct-abdomen"; done >"${WORK}/slices.txt"
+
 run healthz "${BASE}/healthz"
 run datasets "${BASE}/v1/datasets"
 run items_page "${BASE}${DS}/splits/train/items?limit=50"
 run image_png "${BASE}${FIRST}/image"
 run image_npy "${BASE}${FIRST}/image?format=npy"
 run rotate_32 "${BASE}/" "${WORK}/rotate.txt"
+run slice_512 "${CT512}/slice?preset=ct-abdomen"
+run slices_512 "${BASE}/" "${WORK}/slices.txt"
+run volume_npy "${BASE}/v1/datasets/Task09_Spleen/splits/train/items/spleen_10/volume?size=32,32,16&a_min=-1000&a_max=1000"
 
 # Sequential passes: one curl process, one keep-alive connection, each path once.
 seq_pass() {
@@ -216,8 +235,12 @@ echo
 echo "x_rps = req/s / baseline req/s; x_p50, x_p99 = latency / baseline latency;" \
     "non-2xx = wrk's HTTP errors (status >= 400) or curl's non-2xx codes"
 echo "server peak RSS (VmHWM): ${HWM}; RSS at the end: ${RSS}"
-echo "server metrics: ${METRICS:-unavailable} (expected: decodes ${N_ITEMS}," \
-    "transforms $((1 + 2 * N_ITEMS)))"
+echo "512x512x200 int16 CT: cold request for (1,128,128,64) float32 ${COLD_512} s" \
+    "(peak RSS right after it: ${HWM_COLD}); a new transform of the cached volume ${WARM_NEW} s"
+# Decodes: every image once, the full-size CT and its mask (overlays), spleen_10. Transforms:
+# the images' chains (1 + 2 per item) and three volume chains.
+echo "server metrics: ${METRICS:-unavailable} (expected: decodes $((N_ITEMS + 3))," \
+    "transforms $((1 + 2 * N_ITEMS + 3)))"
 
 fail=0
 for n in "${NAMES[@]}" seq_healthz seq_cold_48; do
