@@ -13,7 +13,7 @@ use crate::imaging::nifti::{self, Volume, VolumeError};
 use crate::imaging::volume::{self, LabelSelect, RangeScale};
 use crate::imaging::{self, DecodeError, DecodeOptions, ResizeMode};
 use crate::state::{AppState, Metrics};
-use crate::store::ObjectMeta;
+use crate::store::{ObjectMeta, ObjectReader, ReadFailure, StoreError};
 
 /// How intensities are rescaled after resizing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,17 +105,21 @@ pub async fn decoded(
     state
         .cache
         .get_or_compute(key, async {
+            let t = std::time::Instant::now();
             let (_, bytes) = state
                 .store
                 .get(&object_key, state.limits.max_object_bytes)
                 .await?;
+            Metrics::time(&state.metrics.fetch_us, t);
             Metrics::inc(&state.metrics.storage_gets);
             state
                 .metrics
                 .storage_get_bytes
                 .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let k = object_key.clone();
+            let t = std::time::Instant::now();
             let d = cpu_job(state, move || imaging::decode::decode(&bytes, &opts)).await?;
+            Metrics::time(&state.metrics.decode_us, t);
             Metrics::inc(&state.metrics.decodes);
             let d = d.map_err(|e| decode_error(&k, e))?;
             Ok(Tensor {
@@ -138,7 +142,9 @@ pub async fn transformed(
         .get_or_compute(key, async {
             let src = decoded(state, item, chain.decode).await?;
             let info = src.info.clone();
+            let t = std::time::Instant::now();
             let out = cpu_job(state, move || chain.apply(&src.data)).await?;
+            Metrics::time(&state.metrics.transform_us, t);
             Metrics::inc(&state.metrics.transforms);
             Ok(Tensor { info, data: out })
         })
@@ -226,29 +232,69 @@ fn meta_id(o: &ObjectMeta) -> String {
     format!("{}@{}", o.key, o.version)
 }
 
-/// A NIfTI object decoded, from cache or from the store.
+/// A NIfTI object decoded, from cache or from the store. The object is streamed into the
+/// decoder (inflating while it downloads), never held whole in its compressed form.
 pub async fn volume(state: &AppState, obj: &ObjectMeta) -> Result<Arc<DecodedVolume>, AppError> {
     let key = format!("{}|nifti", meta_id(obj));
     let object_key = obj.key.clone();
     state
         .cache
         .get_or_compute(key, async {
-            let (_, bytes) = state
+            let t = std::time::Instant::now();
+            let (_, reader) = state
                 .store
-                .get(&object_key, state.limits.max_object_bytes)
+                .open(&object_key, state.limits.max_object_bytes)
                 .await?;
+            Metrics::time(&state.metrics.fetch_us, t);
             Metrics::inc(&state.metrics.storage_gets);
-            state
-                .metrics
-                .storage_get_bytes
-                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let failure = Arc::new(std::sync::Mutex::new(None));
+            let reader = Watched {
+                inner: reader,
+                failure: failure.clone(),
+                metrics: state.metrics.clone(),
+            };
             let limits = state.limits.volume();
-            let d = cpu_job(state, move || nifti::decode(&bytes, &limits)).await?;
+            let t = std::time::Instant::now();
+            let d = cpu_job(state, move || nifti::decode_reader(reader, &limits)).await?;
+            Metrics::time(&state.metrics.decode_us, t);
             Metrics::inc(&state.metrics.decodes);
-            let v = d.map_err(|e| volume_error(&object_key, e))?;
+            let v = d.map_err(|e| {
+                // A store that failed mid-stream is an outage (or an oversized object), not
+                // a corrupt file.
+                match failure.lock().ok().and_then(|mut f| f.take()) {
+                    Some(store_error) => AppError::from(store_error),
+                    None => volume_error(&object_key, e),
+                }
+            })?;
             Ok(DecodedVolume::new(v))
         })
         .await
+}
+
+/// An object reader that counts the bytes it delivers and remembers a store failure.
+struct Watched {
+    inner: ObjectReader,
+    failure: Arc<std::sync::Mutex<Option<StoreError>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::io::Read for Watched {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.metrics
+                    .storage_get_bytes
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => {
+                if let (Some(f), Ok(mut slot)) = (ReadFailure::find(&e), self.failure.lock()) {
+                    *slot = Some(f);
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The item's image volume and, when asked for and present, its mask, decoded; a mask on a
@@ -332,7 +378,9 @@ pub async fn volume_image(
         .cache
         .get_or_compute(key, async {
             let src = volume(state, &item.image).await?;
+            let t = std::time::Instant::now();
             let out = cpu_job(state, move || chain.apply(&src.volume)).await?;
+            Metrics::time(&state.metrics.transform_us, t);
             Metrics::inc(&state.metrics.transforms);
             Ok(Tensor {
                 info: None,
@@ -365,11 +413,13 @@ pub async fn volume_label(
         .get_or_compute(key, async {
             let (_, lab) = volume_pair(state, item, true).await?;
             let lab = lab.ok_or_else(|| missing_label(item))?;
+            let t = std::time::Instant::now();
             let out = cpu_job(state, move || {
                 volume::label_u8(&lab.volume)
                     .map(|m| volume::label_resized(m.view().into_dyn(), size, &select))
             })
             .await?;
+            Metrics::time(&state.metrics.transform_us, t);
             Metrics::inc(&state.metrics.transforms);
             out.map(Mask).map_err(|e| AppError::Undecodable {
                 key: label_key,

@@ -21,12 +21,23 @@ pub struct Metrics {
     pub decodes: AtomicU64,
     /// Transform chains computed (cache misses).
     pub transforms: AtomicU64,
+    /// Microseconds spent per stage (cache misses only), for the split of a cold request.
+    pub fetch_us: AtomicU64,
+    pub decode_us: AtomicU64,
+    pub transform_us: AtomicU64,
+    pub encode_us: AtomicU64,
 }
 
 impl Metrics {
     /// Adds one to a counter.
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds the time since `start` to a stage counter.
+    pub fn time(c: &AtomicU64, start: std::time::Instant) {
+        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        c.fetch_add(us, Ordering::Relaxed);
     }
 }
 

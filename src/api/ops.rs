@@ -97,6 +97,22 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Transform chains computed (cache misses).",
         m.transforms.load(Ordering::Relaxed),
     );
+    out.push_str(
+        "# HELP medserve_stage_seconds_total Time spent per stage of cache misses: fetch (store \
+         GETs), decode, transform (resize and scale), encode (response bodies).\n\
+         # TYPE medserve_stage_seconds_total counter\n",
+    );
+    for (stage, c) in [
+        ("fetch", &m.fetch_us),
+        ("decode", &m.decode_us),
+        ("transform", &m.transform_us),
+        ("encode", &m.encode_us),
+    ] {
+        out.push_str(&format!(
+            "medserve_stage_seconds_total{{stage=\"{stage}\"}} {:.6}\n",
+            c.load(Ordering::Relaxed) as f64 / 1e6
+        ));
+    }
     let entries = state.cache.entry_count().await;
     let kib = state.cache.weighted_kib().await;
     out.push_str(&format!(

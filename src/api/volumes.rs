@@ -758,6 +758,7 @@ async fn volume_response(
     // Image and mask share the image's affine so they line up in viewers.
     let affine = volume::resized_affine(&img.volume.header.affine, from, to);
     let format = vq.format;
+    let t = std::time::Instant::now();
     let (body, shape, dtype) = cpu_job(
         &state,
         move || -> Result<(Vec<u8>, Vec<usize>, &'static str), encode::EncodeError> {
@@ -795,6 +796,7 @@ async fn volume_response(
     )
     .await?
     .map_err(|e| AppError::Internal(e.to_string()))?;
+    crate::state::Metrics::time(&state.metrics.encode_us, t);
     let part = match vq.part {
         VolumePart::Image => "",
         VolumePart::Label => "_label",

@@ -13,7 +13,7 @@
 //! writer only writes to file paths and panics on negative pixdims in `qform_affine`, so the
 //! NIfTI-2 header, the affine and the NIfTI-1 writer for responses are here.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 /// Limits checked against the header before decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +245,18 @@ pub fn decode(bytes: &[u8], limits: &VolumeLimits) -> Result<Volume, VolumeError
         decode_from(&mut r, limits)
     } else {
         decode_from(&mut &bytes[..], limits)
+    }
+}
+
+/// Decodes a `.nii` or `.nii.gz` from a stream, e.g. an object still arriving from the
+/// store: inflating starts with the first bytes, and the compressed file is never held whole.
+pub fn decode_reader<R: Read>(r: R, limits: &VolumeLimits) -> Result<Volume, VolumeError> {
+    let mut br = std::io::BufReader::with_capacity(256 << 10, r);
+    let head = br.fill_buf().map_err(|e| io_error(e, "at its start"))?;
+    if head.starts_with(&GZIP_MAGIC) {
+        decode_from(&mut flate2::bufread::MultiGzDecoder::new(br), limits)
+    } else {
+        decode_from(&mut br, limits)
     }
 }
 

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{ObjectMeta, ObjectStore, StoreError, validate_key, validate_prefix};
+use super::{
+    LimitedReader, ObjectMeta, ObjectReader, ObjectStore, StoreError, validate_key, validate_prefix,
+};
 
 /// Objects are the regular files below `root`; keys are their relative paths with `/`.
 #[derive(Debug, Clone)]
@@ -170,33 +172,65 @@ impl ObjectStore for LocalStore {
 
     async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError> {
         let path = self.resolve(key)?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| io_error(key, e))?;
-        let md = file.metadata().await.map_err(|e| io_error(key, e))?;
-        let meta = self.meta_of(key, &md);
-        if meta.size > max_bytes {
-            return Err(StoreError::TooLarge {
-                key: key.into(),
-                size: meta.size,
-                limit: max_bytes,
-            });
-        }
-        // The file may grow between stat and read: never read more than the limit allows.
-        let mut buf = Vec::with_capacity(meta.size as usize);
-        (&mut file)
-            .take(max_bytes + 1)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| io_error(key, e))?;
-        if buf.len() as u64 > max_bytes {
-            return Err(StoreError::TooLarge {
-                key: key.into(),
-                size: buf.len() as u64,
-                limit: max_bytes,
-            });
-        }
-        Ok((meta, Bytes::from(buf)))
+        let store = self.clone();
+        let key = key.to_string();
+        // One blocking task for the whole read: tokio's File hops to the blocking pool per
+        // chunk, which costs several times the read itself for objects of tens of MB.
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut file = std::fs::File::open(&path).map_err(|e| io_error(&key, e))?;
+            let md = file.metadata().map_err(|e| io_error(&key, e))?;
+            let meta = store.meta_of(&key, &md);
+            if meta.size > max_bytes {
+                return Err(StoreError::TooLarge {
+                    key,
+                    size: meta.size,
+                    limit: max_bytes,
+                });
+            }
+            // The file may grow between stat and read: never read more than the limit allows.
+            let mut buf = Vec::with_capacity(meta.size as usize);
+            (&mut file)
+                .take(max_bytes + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| io_error(&key, e))?;
+            if buf.len() as u64 > max_bytes {
+                return Err(StoreError::TooLarge {
+                    key,
+                    size: buf.len() as u64,
+                    limit: max_bytes,
+                });
+            }
+            Ok((meta, Bytes::from(buf)))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("reading a file: {e}")))?
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
+        let path = self.resolve(key)?;
+        let store = self.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(|e| io_error(&key, e))?;
+            let md = file.metadata().map_err(|e| io_error(&key, e))?;
+            let meta = store.meta_of(&key, &md);
+            if meta.size > max_bytes {
+                return Err(StoreError::TooLarge {
+                    key,
+                    size: meta.size,
+                    limit: max_bytes,
+                });
+            }
+            let reader: ObjectReader = Box::new(LimitedReader::new(file, &key, max_bytes));
+            Ok((meta, reader))
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("opening a file: {e}")))?
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {

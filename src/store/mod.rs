@@ -66,12 +66,84 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// Bytes `range` of an object (clamped to its end).
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    /// Starts reading a whole object: its metadata and a *blocking* reader of its bytes, to be
+    /// consumed off the async runtime (in `spawn_blocking`), so a decoder can work while the
+    /// bytes still arrive. The reader fails with [`ReadFailure`] inside its `io::Error` when
+    /// the store fails mid-way or the object passes `max_bytes`.
+    async fn open(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(ObjectMeta, ObjectReader), StoreError>;
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Longest key we accept, as S3 does.
+/// A blocking reader of one object's bytes.
+pub type ObjectReader = Box<dyn std::io::Read + Send>;
+
+/// Why an [`ObjectReader`] stopped: carried inside `io::Error` so decoders, which only see
+/// `io::Read`, pass it through, and callers can tell a broken store (503) or an oversized
+/// object (422) from broken data.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ReadFailure(pub StoreError);
+
+impl ReadFailure {
+    /// The store error inside an I/O error, if it is one of ours.
+    pub fn find(e: &std::io::Error) -> Option<StoreError> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ReadFailure>())
+            .map(|f| f.0.clone())
+    }
+}
+
+/// Caps a reader at `max_bytes`, failing with [`StoreError::TooLarge`] past it, and maps other
+/// read errors to [`StoreError::Unavailable`].
+pub struct LimitedReader<R> {
+    inner: R,
+    key: String,
+    read: u64,
+    max_bytes: u64,
+}
+
+impl<R> LimitedReader<R> {
+    pub fn new(inner: R, key: &str, max_bytes: u64) -> Self {
+        LimitedReader {
+            inner,
+            key: key.to_string(),
+            read: 0,
+            max_bytes,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            if ReadFailure::find(&e).is_some() || e.kind() == std::io::ErrorKind::Interrupted {
+                e
+            } else {
+                std::io::Error::other(ReadFailure(StoreError::Unavailable(format!(
+                    "reading '{}': {e}",
+                    self.key
+                ))))
+            }
+        })?;
+        self.read += n as u64;
+        if self.read > self.max_bytes {
+            return Err(std::io::Error::other(ReadFailure(StoreError::TooLarge {
+                key: self.key.clone(),
+                size: self.read,
+                limit: self.max_bytes,
+            })));
+        }
+        Ok(n)
+    }
+}
+
 pub const MAX_KEY_LEN: usize = 1024;
 
 /// Refuses keys that are empty, too long, absolute, contain `\`, NUL or control characters,

@@ -18,7 +18,9 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use bytes::{Bytes, BytesMut};
 
-use super::{ObjectMeta, ObjectStore, StoreError, validate_key, validate_prefix};
+use super::{
+    LimitedReader, ObjectMeta, ObjectReader, ObjectStore, StoreError, validate_key, validate_prefix,
+};
 
 /// How to reach a bucket.
 #[derive(Debug, Clone)]
@@ -217,6 +219,39 @@ impl ObjectStore for S3Store {
             buf.extend_from_slice(&chunk);
         }
         Ok((meta, buf.freeze()))
+    }
+
+    async fn open(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| map_err(key, "get", e))?;
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Err(StoreError::TooLarge {
+                key: key.into(),
+                size,
+                limit: max_bytes,
+            });
+        }
+        let meta = ObjectMeta {
+            key: key.into(),
+            size,
+            version: etag_version(out.e_tag()),
+        };
+        // The body keeps streaming on the runtime while the blocking reader consumes it.
+        let body = tokio_util::io::SyncIoBridge::new(out.body.into_async_read());
+        let reader: ObjectReader = Box::new(LimitedReader::new(body, key, max_bytes));
+        Ok((meta, reader))
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
