@@ -89,7 +89,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     );
     counter(
         "medserve_decode_total",
-        "Images decoded.",
+        "Images and volumes decoded.",
         m.decodes.load(Ordering::Relaxed),
     );
     counter(

@@ -944,6 +944,92 @@ mod tests {
     }
 
     #[test]
+    fn every_served_dtype_decodes_to_its_values() {
+        // (datatype code, bitpix, little-endian bytes of [1, -2 or max, 3], expected floats)
+        let cases: [(i16, i16, Vec<u8>, [f64; 3]); 10] = [
+            (2, 8, vec![1, 255, 3], [1.0, 255.0, 3.0]),
+            (256, 8, vec![1, 0xfe, 3], [1.0, -2.0, 3.0]),
+            (
+                4,
+                16,
+                [1i16, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [1.0, -2.0, 3.0],
+            ),
+            (
+                512,
+                16,
+                [1u16, 65535, 3]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                [1.0, 65535.0, 3.0],
+            ),
+            (
+                8,
+                32,
+                [1i32, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [1.0, -2.0, 3.0],
+            ),
+            (
+                768,
+                32,
+                [1u32, u32::MAX, 3]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                [1.0, 4294967295.0, 3.0],
+            ),
+            (
+                1024,
+                64,
+                [1i64, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                [1.0, -2.0, 3.0],
+            ),
+            (
+                1280,
+                64,
+                [1u64, 1 << 40, 3]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                [1.0, (1u64 << 40) as f64, 3.0],
+            ),
+            (
+                16,
+                32,
+                [1f32, -2.5, f32::NAN]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                [1.0, -2.5, f64::NAN],
+            ),
+            (
+                64,
+                64,
+                [1f64, -2.5, 3.25]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+                [1.0, -2.5, 3.25],
+            ),
+        ];
+        for (code, bitpix, data, want) in cases {
+            let mut b = sample(&[3, 1, 1], OutType::U8, &data);
+            b[70..72].copy_from_slice(&code.to_le_bytes());
+            b[72..74].copy_from_slice(&bitpix.to_le_bytes());
+            let v = decode(&b, &limits()).unwrap_or_else(|e| panic!("{code}: {e}"));
+            assert_eq!(v.header.dtype.size() * 8, bitpix as usize);
+            let got = crate::imaging::volume::image_f32(&v, None, crate::imaging::ResizeMode::Area);
+            for (g, w) in got.iter().zip(want) {
+                assert!(
+                    (w.is_nan() && g.is_nan()) || f64::from(*g) == w as f32 as f64,
+                    "{code}: {got:?} vs {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn nan_slope_means_unscaled() {
         let mut b = sample(&[1, 1, 1], OutType::U8, &[5]);
         b[112..116].copy_from_slice(&f32::NAN.to_le_bytes());
