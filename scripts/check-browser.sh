@@ -54,12 +54,16 @@ assert m, "no result element in the page"
 r = json.loads(html.unescape(m.group(1)))
 print("browser saw:", json.dumps(r))
 assert "failure" not in r, r
-assert r["datasets"] == ["Task09_Spleen", "medmnist", "segmentation"], r
+assert r["datasets"] == ["Task01_BrainTumour", "Task09_Spleen", "medmnist", "segmentation"], r
 assert r["status"] == 200 and r["shape"] == "1,64,64" and r["dtype"] == "float32", r
 assert r["etag"] and r["etag"].startswith('"'), r
 assert r["length"] == 64 * 64 and r["min"] == 0 and r["max"] == 1, r
 assert r["error"] == {"status": 404, "type": "application/problem+json", "code": "dataset-not-found"}, r
 assert r["png"] == [64, 64], r
 assert r["denied"] == "blocked", r
+n = r["nii"]
+assert n["status"] == 200 and n["type"] == "application/gzip" and n["magic"] == [0x1F, 0x8B], r
+assert n["encoding"] is None and n["sizeof_hdr"] == 348 and n["dims"] == [32, 32, 12], r
+assert r["slice"] == [64, 64], r
 print("browser CORS check: 1 passed, 0 failed")
 PY
