@@ -271,7 +271,8 @@ fn io_error(e: std::io::Error, what: &str) -> VolumeError {
 
 fn read_header_from<R: Read>(r: &mut R) -> Result<Header, VolumeError> {
     let mut buf = [0u8; 540];
-    read_full(r, &mut buf[..4]).map_err(|e| io_error(e, "inside the header"))?;
+    r.read_exact(&mut buf[..4])
+        .map_err(|e| io_error(e, "inside the header"))?;
     let le = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
     let be = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     let (version, big_endian, len) = match (le, be) {
@@ -285,17 +286,13 @@ fn read_header_from<R: Read>(r: &mut R) -> Result<Header, VolumeError> {
             )));
         }
     };
-    read_full(r, &mut buf[4..len]).map_err(|e| io_error(e, "inside the header"))?;
+    r.read_exact(&mut buf[4..len])
+        .map_err(|e| io_error(e, "inside the header"))?;
     if version == 1 {
         header_1(&buf[..348])
     } else {
         header_2(&buf[..540], big_endian)
     }
-}
-
-/// `read_exact` that says how far it got: returns `UnexpectedEof` on a short read.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<()> {
-    r.read_exact(buf)
 }
 
 fn header_1(buf: &[u8]) -> Result<Header, VolumeError> {

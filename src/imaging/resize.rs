@@ -143,7 +143,7 @@ where
     let cur = if dims[last] == out_dims[last] {
         mid
     } else {
-        resize_pass(&mid, &mid_dims, last, out_dims[last], mode, &|v: f32| v)
+        resize_lanes(&mid, &mid_dims, out_dims[last], mode)
     };
     let shape: Vec<usize> = target.to_vec();
     let data = to_logical_order(&cur, &out_dims, axes);
@@ -432,36 +432,18 @@ fn fused<T, F>(
     }
 }
 
-/// One axis (memory position `m` of `dims`) of a dense buffer to `out` samples.
-fn resize_pass<T, F>(
-    src: &[T],
-    dims: &[usize],
-    m: usize,
-    out: usize,
-    mode: ResizeMode,
-    conv: &F,
-) -> Vec<f32>
-where
-    T: Copy,
-    F: Fn(T) -> f32,
-{
-    let outer: usize = dims[..m].iter().product();
-    let n = dims[m];
-    let inner: usize = dims[m + 1..].iter().product();
-    let mut dst = vec![0.0f32; outer * out * inner];
+/// The innermost (contiguous) axis of a dense buffer with memory-order sizes `dims`, resized
+/// lane by lane to `out` samples.
+fn resize_lanes(src: &[f32], dims: &[usize], out: usize, mode: ResizeMode) -> Vec<f32> {
+    let n = dims[dims.len() - 1];
+    let lanes: usize = dims[..dims.len() - 1].iter().product();
+    let mut dst = vec![0.0f32; lanes * out];
     if dst.is_empty() {
         return dst;
     }
     let plan = Plan::new(n, out, mode);
-    for (s, d) in src
-        .chunks_exact(n * inner)
-        .zip(dst.chunks_exact_mut(out * inner))
-    {
-        if inner == 1 {
-            plan.lane(s, d, conv);
-        } else {
-            plan.rows(s, d, inner, conv);
-        }
+    for (s, d) in src.chunks_exact(n).zip(dst.chunks_exact_mut(out)) {
+        plan.lane(s, d);
     }
     dst
 }
@@ -503,55 +485,24 @@ impl Plan {
     }
 
     /// A contiguous lane: `src` has the axis' `n` samples, `dst` its `out`.
-    fn lane<T: Copy, F: Fn(T) -> f32>(&self, src: &[T], dst: &mut [f32], conv: &F) {
+    fn lane(&self, src: &[f32], dst: &mut [f32]) {
         match self {
             Plan::Area(w) => {
                 for (o, &(s, e)) in dst.iter_mut().zip(w) {
                     // Each window summed on its own (no running sum), so a NaN stays inside
                     // its windows, as in torch.
-                    let sum: f64 = src[s..e].iter().map(|&v| f64::from(conv(v))).sum();
+                    let sum: f64 = src[s..e].iter().map(|&v| f64::from(v)).sum();
                     *o = (sum / (e - s) as f64) as f32;
                 }
             }
             Plan::Nearest(idx) => {
                 for (o, &k) in dst.iter_mut().zip(idx) {
-                    *o = conv(src[k]);
+                    *o = src[k];
                 }
             }
             Plan::Linear(taps) => {
                 for (o, &(i0, i1, l1)) in dst.iter_mut().zip(taps) {
-                    *o = (1.0 - l1) * conv(src[i0]) + l1 * conv(src[i1]);
-                }
-            }
-        }
-    }
-
-    /// Whole rows: `src` is `n` rows of `inner` contiguous values, `dst` `out` rows.
-    fn rows<T: Copy, F: Fn(T) -> f32>(&self, src: &[T], dst: &mut [f32], inner: usize, conv: &F) {
-        let row = |k: usize| &src[k * inner..(k + 1) * inner];
-        for (i, d) in dst.chunks_exact_mut(inner).enumerate() {
-            match self {
-                Plan::Area(w) => {
-                    let (s, e) = w[i];
-                    // `d` starts at zero; rows are added in order, as torch sums a window.
-                    for k in s..e {
-                        for (dv, &sv) in d.iter_mut().zip(row(k)) {
-                            *dv += conv(sv);
-                        }
-                    }
-                    let count = (e - s) as f32;
-                    d.iter_mut().for_each(|v| *v /= count);
-                }
-                Plan::Nearest(idx) => {
-                    for (dv, &sv) in d.iter_mut().zip(row(idx[i])) {
-                        *dv = conv(sv);
-                    }
-                }
-                Plan::Linear(taps) => {
-                    let (i0, i1, l1) = taps[i];
-                    for ((dv, &a), &b) in d.iter_mut().zip(row(i0)).zip(row(i1)) {
-                        *dv = (1.0 - l1) * conv(a) + l1 * conv(b);
-                    }
+                    *o = (1.0 - l1) * src[i0] + l1 * src[i1];
                 }
             }
         }
