@@ -86,6 +86,13 @@ pub struct ServeArgs {
     /// Seconds a request may take before it is answered with 503.
     #[arg(long, env = "MEDSERVE_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
+    /// API keys, comma-separated; when set (here or in --api-keys-file), every /v1 route and
+    /// /metrics need `Authorization: Bearer <key>`.
+    #[arg(long, env = "MEDSERVE_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// File of API keys, one per line (`#` starts a comment).
+    #[arg(long, env = "MEDSERVE_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
     /// Decode/transform jobs run at once; 0 = one per CPU core.
     #[arg(long, env = "MEDSERVE_CPU_WORKERS", default_value_t = 0)]
     pub cpu_workers: usize,
@@ -184,6 +191,45 @@ impl Default for Limits {
     }
 }
 
+/// Shortest API key accepted: shorter ones are guessable.
+pub const MIN_KEY_LEN: usize = 16;
+
+/// The keys from `--api-keys` and `--api-keys-file`, each checked; problems go to `errs`
+/// without echoing the keys.
+fn api_keys(a: &ServeArgs, errs: &mut Vec<String>) -> Vec<String> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    if let Some(list) = &a.api_keys {
+        for (i, k) in list.split(',').map(str::trim).enumerate() {
+            keys.push((format!("--api-keys entry {}", i + 1), k.to_string()));
+        }
+    }
+    if let Some(path) = &a.api_keys_file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let before = keys.len();
+                for (n, line) in text.lines().enumerate() {
+                    let k = line.split('#').next().unwrap_or_default().trim();
+                    if !k.is_empty() {
+                        keys.push((format!("{} line {}", path.display(), n + 1), k.to_string()));
+                    }
+                }
+                if keys.len() == before {
+                    errs.push(format!("--api-keys-file: {} holds no keys", path.display()));
+                }
+            }
+            Err(e) => errs.push(format!("--api-keys-file: {}: {e}", path.display())),
+        }
+    }
+    for (place, k) in &keys {
+        if k.len() < MIN_KEY_LEN || !k.bytes().all(|b| b.is_ascii_graphic()) {
+            errs.push(format!(
+                "{place}: an API key must be at least {MIN_KEY_LEN} visible ASCII characters without spaces"
+            ));
+        }
+    }
+    keys.into_iter().map(|(_, k)| k).collect()
+}
+
 /// Validated settings of `serve`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -195,6 +241,8 @@ pub struct Config {
     pub listing_ttl: Duration,
     pub catalog: Option<PathBuf>,
     pub cors: CorsOrigins,
+    /// Accepted API keys; empty = no key needed.
+    pub api_keys: Vec<String>,
     pub limits: Limits,
     pub request_timeout: Duration,
     pub cpu_workers: usize,
@@ -302,6 +350,7 @@ impl Config {
             }
             CorsOrigins::List(list)
         };
+        let api_keys = api_keys(a, &mut errs);
         let cpu_workers = if a.cpu_workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -319,6 +368,7 @@ impl Config {
             listing_ttl: Duration::from_secs(a.listing_ttl_secs),
             catalog: a.catalog.clone(),
             cors,
+            api_keys,
             limits: Limits {
                 max_object_bytes: a.max_object_mb << 20,
                 max_pixels: a.max_pixels,
@@ -396,5 +446,40 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert!(matches!(c.data, DataRoot::Sample(_)));
         assert_eq!(c.cors, CorsOrigins::Any);
+    }
+
+    #[test]
+    fn api_keys_from_flag_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys.txt");
+        std::fs::write(&file, "# team keys\nfile-key-0123456789ab  # alice\n\n").unwrap();
+        let f = file.to_str().unwrap();
+        let c = Config::from_args(&args(&[
+            "--api-keys",
+            "flag-key-0123456789ab, other-key-0123456789",
+            "--api-keys-file",
+            f,
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.api_keys,
+            [
+                "flag-key-0123456789ab",
+                "other-key-0123456789",
+                "file-key-0123456789ab"
+            ]
+        );
+        let errs =
+            Config::from_args(&args(&["--api-keys", "short,has space in it ok"])).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs.iter()
+                .all(|e| !e.contains("short,") && !e.contains("has space in it")),
+            "{errs:?}"
+        );
+        std::fs::write(&file, "# nothing\n").unwrap();
+        let errs = Config::from_args(&args(&["--api-keys-file", f])).unwrap_err();
+        assert!(errs[0].contains("holds no keys"), "{errs:?}");
+        assert!(Config::from_args(&args(&[])).unwrap().api_keys.is_empty());
     }
 }

@@ -28,6 +28,12 @@ pub enum AppError {
         /// Where to look when `available` is only a sample.
         hint: Option<String>,
     },
+    /// 401: a protected route without a usable `Authorization: Bearer` header.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a key that is not one of the server's.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no route matches the path.
     #[error("no route for {0}")]
     NoRoute(String),
@@ -94,6 +100,8 @@ impl AppError {
                 StatusCode::NOT_FOUND
             }
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             AppError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
             AppError::Undecodable { .. } | AppError::TooLarge { .. } => {
@@ -110,6 +118,8 @@ impl AppError {
             AppError::NotFound { what, .. } => format!("{}-not-found", what),
             AppError::NoRoute(_) => "route-not-found".into(),
             AppError::MethodNotAllowed => "method-not-allowed".into(),
+            AppError::Unauthorized(_) => "unauthorized".into(),
+            AppError::Forbidden(_) => "forbidden".into(),
             AppError::InvalidParameter { .. } => "invalid-parameter".into(),
             AppError::NotAcceptable { .. } => "not-acceptable".into(),
             AppError::Undecodable { .. } => "undecodable-object".into(),
@@ -125,6 +135,8 @@ impl AppError {
         match self {
             AppError::NotFound { .. } | AppError::NoRoute(_) => "Not found",
             AppError::MethodNotAllowed => "Method not allowed",
+            AppError::Unauthorized(_) => "API key required",
+            AppError::Forbidden(_) => "API key not accepted",
             AppError::InvalidParameter { .. } => "Invalid parameter",
             AppError::NotAcceptable { .. } => "Not acceptable",
             AppError::Undecodable { .. } => "Object could not be decoded",
@@ -197,6 +209,8 @@ impl AppError {
             }
             AppError::NoRoute(_)
             | AppError::MethodNotAllowed
+            | AppError::Unauthorized(_)
+            | AppError::Forbidden(_)
             | AppError::Busy(_)
             | AppError::NotApplicable(_) => {}
         }
@@ -238,6 +252,12 @@ impl IntoResponse for AppError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"medserve\""),
+            );
         }
         resp
     }

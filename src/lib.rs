@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod config;
@@ -110,6 +111,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &HttpOptions {
             cors: config.cors.clone(),
             request_timeout: config.request_timeout,
+            api_keys: (!config.api_keys.is_empty())
+                .then(|| std::sync::Arc::new(auth::ApiKeys::new(&config.api_keys))),
         },
     );
     let listener = tokio::net::TcpListener::bind(config.listen)

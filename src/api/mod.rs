@@ -134,6 +134,8 @@ pub fn routes() -> Vec<Route> {
 pub struct HttpOptions {
     pub cors: CorsOrigins,
     pub request_timeout: Duration,
+    /// When set, `/v1/...` and `/metrics` need one of these keys.
+    pub api_keys: Option<std::sync::Arc<crate::auth::ApiKeys>>,
 }
 
 impl Default for HttpOptions {
@@ -141,6 +143,7 @@ impl Default for HttpOptions {
         HttpOptions {
             cors: CorsOrigins::Any,
             request_timeout: Duration::from_secs(60),
+            api_keys: None,
         }
     }
 }
@@ -219,8 +222,16 @@ pub fn build_router(state: AppState, http: &HttpOptions) -> Router {
         .and(NotForContentType::const_new("application/gzip"))
         .and(NotForContentType::const_new("application/x-gzip"));
     let x_request_id = HeaderName::from_static("x-request-id");
+    let mut router = router.fallback(no_route);
+    if let Some(keys) = &http.api_keys {
+        // Inside CORS: preflights are answered before any key is asked for, and refusals
+        // carry the CORS headers so a browser can read them.
+        router = router.layer(axum::middleware::from_fn_with_state(
+            keys.clone(),
+            crate::auth::require_key,
+        ));
+    }
     router
-        .fallback(no_route)
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
