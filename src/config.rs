@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// File of API keys, one per line (`#` starts a comment).
     #[arg(long, env = "MEDSERVE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Decode/transform jobs that may wait for a CPU worker; more answer 503 with Retry-After.
+    #[arg(long, env = "MEDSERVE_MAX_QUEUE", default_value_t = 1024)]
+    pub max_queue: usize,
     /// Decode/transform jobs run at once; 0 = one per CPU core.
     #[arg(long, env = "MEDSERVE_CPU_WORKERS", default_value_t = 0)]
     pub cpu_workers: usize,
@@ -166,6 +169,8 @@ pub struct Limits {
     pub max_volume_bytes: u64,
     pub max_output_side: usize,
     pub max_page: usize,
+    /// CPU jobs allowed to wait for a worker before new ones are refused with 503.
+    pub max_queue: usize,
 }
 
 impl Limits {
@@ -187,6 +192,7 @@ impl Default for Limits {
             max_volume_bytes: 2048 << 20,
             max_output_side: 4096,
             max_page: 1000,
+            max_queue: 1024,
         }
     }
 }
@@ -312,6 +318,10 @@ impl Config {
             format!("--max-output-side: {} must be 1..=65536", a.max_output_side),
         );
         check(
+            a.max_queue <= 1_000_000,
+            format!("--max-queue: {} must be 0..=1000000", a.max_queue),
+        );
+        check(
             (1..=1_000_000).contains(&a.max_page),
             format!("--max-page: {} must be 1..=1000000", a.max_page),
         );
@@ -376,6 +386,7 @@ impl Config {
                 max_volume_bytes: a.max_volume_mb << 20,
                 max_output_side: a.max_output_side,
                 max_page: a.max_page,
+                max_queue: a.max_queue,
             },
             request_timeout: Duration::from_secs(a.request_timeout_secs),
             cpu_workers,

@@ -44,6 +44,7 @@ pub fn state_for_store(
         cache: cache::ArrayCache::new(cache_bytes),
         limits,
         cpu: Arc::new(tokio::sync::Semaphore::new(cpu_workers.max(1))),
+        queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         metrics: Arc::new(state::Metrics::default()),
     }
 }

@@ -60,18 +60,43 @@ impl Chain2d {
     }
 }
 
-/// Runs CPU-heavy work on the blocking pool, at most `cpu` jobs at a time.
+/// Runs CPU-heavy work on the blocking pool, at most `cpu` jobs at a time. Jobs that find
+/// every worker busy wait in a queue of at most `limits.max_queue`; past that they are
+/// refused with 503 + Retry-After at once, instead of piling up until the request timeout.
 pub async fn cpu_job<T, F>(state: &AppState, f: F) -> Result<T, AppError>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let _permit = state
-        .cpu
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| AppError::Busy("shutting down".into()))?;
+    use std::sync::atomic::Ordering;
+    use tokio::sync::TryAcquireError;
+    let closed = || AppError::Busy("shutting down".into());
+    let _permit = match state.cpu.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(TryAcquireError::Closed) => return Err(closed()),
+        Err(TryAcquireError::NoPermits) => {
+            struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            let before = state.queued.fetch_add(1, Ordering::Relaxed);
+            let _waiting = Waiting(&state.queued);
+            if before >= state.limits.max_queue {
+                return Err(AppError::Busy(format!(
+                    "every CPU worker is busy and {before} jobs are already waiting (--max-queue {})",
+                    state.limits.max_queue
+                )));
+            }
+            state
+                .cpu
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| closed())?
+        }
+    };
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AppError::Internal(format!("worker failed: {e}")))

@@ -50,5 +50,7 @@ pub struct AppState {
     pub limits: Limits,
     /// Bounds concurrent CPU-heavy work (decode, resize, encode) to the cores we have.
     pub cpu: Arc<Semaphore>,
+    /// CPU jobs waiting for a permit (bounded by `limits.max_queue`).
+    pub queued: Arc<std::sync::atomic::AtomicUsize>,
     pub metrics: Arc<Metrics>,
 }

@@ -770,3 +770,60 @@ async fn an_expired_listing_is_served_while_it_is_refreshed_in_the_background() 
     }
     assert_eq!(seen, 2, "the background re-listing picked up the new file");
 }
+
+#[tokio::test]
+async fn cpu_jobs_queue_up_to_the_limit_then_answer_503() {
+    let mut s = common::state(std::sync::Arc::new(
+        medserve::store::LocalStore::new(common::sample_dir()).unwrap(),
+    ));
+    s.limits.max_queue = 0;
+    s.cpu = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let app = medserve::build_router(s.clone(), &medserve::HttpOptions::default());
+    let uri = "/v1/datasets/medmnist/splits/train/items/HeadCT~005001/image?size=17,19";
+    // Every worker busy (we hold the only one) and no room to wait: refused at once.
+    let held = s.cpu.clone().try_acquire_owned().unwrap();
+    let r = get(&app, uri).await;
+    assert_problem(&r, 503, "server-busy");
+    assert_eq!(r.header("retry-after"), "5");
+    assert_eq!(s.queued.load(std::sync::atomic::Ordering::Relaxed), 0);
+    drop(held);
+    assert_eq!(get(&app, uri).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_queued_cpu_job_waits_for_a_worker() {
+    let mut s = common::state(std::sync::Arc::new(
+        medserve::store::LocalStore::new(common::sample_dir()).unwrap(),
+    ));
+    s.limits.max_queue = 1;
+    s.cpu = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let app = medserve::build_router(s.clone(), &medserve::HttpOptions::default());
+    let held = s.cpu.clone().try_acquire_owned().unwrap();
+    let waiting = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            get(
+                &app,
+                "/v1/datasets/medmnist/splits/train/items/CXR~002001/image?size=13,11",
+            )
+            .await
+        })
+    };
+    // Bounded wait until the first job is in the queue.
+    for _ in 0..2000 {
+        if s.queued.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(s.queued.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let second = get(
+        &app,
+        "/v1/datasets/medmnist/splits/train/items/Hand~004001/image?size=13,11",
+    )
+    .await;
+    assert_problem(&second, 503, "server-busy");
+    drop(held);
+    assert_eq!(waiting.await.unwrap().status, 200);
+    assert_eq!(s.queued.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
