@@ -383,3 +383,79 @@ fn readme_paths() -> Vec<String> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn an_s3_outage_is_503_or_cache_and_service_recovers_without_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let server = common::s3::serve_s3(root.path(), "127.0.0.1:0").await;
+    let addr = server.endpoint.trim_start_matches("http://").to_string();
+    let client = sdk_client(&server.endpoint);
+    upload(&client, common::sample_dir(), "").await;
+    let store = S3Store::new(S3Options {
+        bucket: BUCKET.into(),
+        prefix: String::new(),
+        endpoint: Some(server.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        credentials: Some((AK.into(), SK.into())),
+        attempt_timeout: Duration::from_secs(2),
+        max_attempts: 2,
+    })
+    .await;
+    let s = common::state(Arc::new(store));
+    let app = medserve::build_router(s, &medserve::HttpOptions::default());
+    let item = "/v1/datasets/medmnist/splits/train/items/HeadCT~005001";
+    let cached = format!("{item}/image?format=npy");
+    let before = common::get(&app, &cached).await;
+    assert_eq!(before.status, 200);
+
+    server.stop();
+    // Liveness bound, not a speed claim: a dead store must not hang a request.
+    let bounded = |uri: String| {
+        let app = app.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), common::get(&app, &uri))
+                .await
+                .expect("a request hung while the store was down")
+        }
+    };
+    let again = bounded(cached.clone()).await;
+    assert_eq!(again.status, 200, "cached answers keep being served");
+    assert_eq!(again.body, before.body);
+    // A new transform of a decoded image is still served from the cached decode; another
+    // image has to come from the store.
+    assert_eq!(
+        bounded(format!("{item}/image?size=21,23")).await.status,
+        200
+    );
+    let other = "/v1/datasets/medmnist/splits/train/items/HeadCT~005002";
+    let cold = bounded(format!("{other}/image")).await;
+    common::assert_problem(&cold, 503, "storage-unavailable");
+    assert_eq!(cold.header("retry-after"), "5");
+    let vol =
+        bounded("/v1/datasets/Task09_Spleen/splits/train/items/spleen_6/volume?size=8,8,4".into())
+            .await;
+    common::assert_problem(&vol, 503, "storage-unavailable");
+    common::assert_problem(&bounded("/readyz".into()).await, 503, "storage-unavailable");
+    assert_eq!(bounded("/healthz".into()).await.status, 200);
+
+    // The same data back on the same address: served again, no restart of medserve.
+    let _back = common::s3::serve_s3(root.path(), &addr).await;
+    let mut recovered = None;
+    for _ in 0..20 {
+        let r = bounded(format!("{other}/image")).await;
+        if r.status == 200 {
+            recovered = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        recovered.is_some(),
+        "medserve did not recover after the store came back"
+    );
+    assert_eq!(bounded("/readyz".into()).await.status, 200);
+    let vol =
+        bounded("/v1/datasets/Task09_Spleen/splits/train/items/spleen_6/volume?size=8,8,4".into())
+            .await;
+    assert_eq!(vol.status, 200);
+}

@@ -13,36 +13,67 @@ pub const AK: &str = "medserve-test";
 pub const SK: &str = "medserve-test-secret";
 pub const BUCKET: &str = "medserve-data";
 
-/// A running s3s-fs server; it stops with the test's runtime.
+/// A running s3s-fs server; it stops when dropped (or with the test's runtime).
 pub struct S3Server {
     pub endpoint: String,
-    _root: tempfile::TempDir,
+    _root: Option<tempfile::TempDir>,
+    /// The accept loop and every connection, so `stop` can end them all, as a crash would.
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
+impl S3Server {
+    /// Stops accepting and drops every open connection.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A server over a fresh temporary folder on a free port.
 pub async fn start_s3() -> S3Server {
     let root = tempfile::tempdir().unwrap();
-    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+    let mut s = serve_s3(root.path(), "127.0.0.1:0").await;
+    s._root = Some(root);
+    s
+}
+
+/// A server over `root` (which the caller keeps) on `addr`: start it again on the same address
+/// to bring the same data back after [`S3Server::stop`].
+pub async fn serve_s3(root: &Path, addr: &str) -> S3Server {
+    let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut b = s3s::service::S3ServiceBuilder::new(fs);
     b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
     let service = b.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let conns = tasks.clone();
+    let accept = tokio::spawn(async move {
         loop {
             let Ok((sock, _)) = listener.accept().await else {
                 return;
             };
             let svc = service.clone();
-            tokio::spawn(async move {
+            let conn = tokio::spawn(async move {
                 let _ = ConnBuilder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(sock), svc)
                     .await;
             });
+            conns.lock().unwrap().push(conn.abort_handle());
         }
     });
+    tasks.lock().unwrap().push(accept.abort_handle());
     S3Server {
         endpoint: format!("http://{addr}"),
-        _root: root,
+        _root: None,
+        tasks,
     }
 }
 
