@@ -337,6 +337,26 @@ async fn every_endpoint_answers_the_same_from_s3_as_from_disk() {
         "/v1/datasets/medmnist/splits/nope/items".into(),
         format!("{item}/image?size=0,0"),
     ];
+    // Names that try to leave the data root, on both backends: never found, never a 5xx.
+    let long = format!("/v1/datasets/{}", "a".repeat(5000));
+    for uri in [
+        "/v1/datasets/..%2F..%2Fetc/splits",
+        "/v1/datasets/%2e%2e/splits",
+        "/v1/datasets/medmnist/splits/..%2Ftrain/items",
+        "/v1/datasets/medmnist/splits/train/items/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/v1/datasets/medmnist/splits/train/items/%2Fetc%2Fpasswd/image",
+        "/v1/datasets/medmnist/splits/train/items/HeadCT~005001%00/image",
+        "/v1/datasets/Task09_Spleen/splits/train/items/..%2Fspleen_2/volume",
+        "/v1/datasets/Task09_Spleen/splits/train/items/%2e%2e%2f%2e%2e%2fdataset.json/slice",
+        "/v1/datasets/../../etc/passwd",
+        &long,
+    ] {
+        for (name, a) in [("disk", &local_app), ("s3", &s3_app)] {
+            let r = common::get(a, uri).await;
+            assert_eq!(r.status, 404, "{name} {uri}");
+            assert_eq!(r.header("content-type"), "application/problem+json");
+        }
+    }
     // Every GET the README prints, so its examples are known to work from S3 as well.
     let readme = readme_paths();
     assert!(readme.len() > 30, "{readme:?}");
