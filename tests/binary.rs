@@ -215,3 +215,76 @@ async fn sigterm_stops_the_server_cleanly() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let root = tempfile::tempdir().unwrap();
+    let gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s3 = common::s3::serve_s3_slow(
+        root.path(),
+        "127.0.0.1:0",
+        Duration::from_millis(1500),
+        gets.clone(),
+    )
+    .await;
+    let client = common::s3::sdk_client(&s3.endpoint);
+    common::s3::upload(&client, common::sample_dir(), "workshop/").await;
+    let cwd = tempfile::tempdir().unwrap();
+    let data = format!("s3://{}/workshop", common::s3::BUCKET);
+    let mut server = spawn(
+        &["--data", &data, "--s3-endpoint", &s3.endpoint],
+        &[
+            ("AWS_ACCESS_KEY_ID", common::s3::AK),
+            ("AWS_SECRET_ACCESS_KEY", common::s3::SK),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+        cwd.path(),
+    );
+    assert_eq!(http_get(&server.addr, "/readyz").await.0, 200);
+    let in_flight = {
+        let addr = server.addr.clone();
+        tokio::spawn(async move {
+            http_get(
+                &addr,
+                "/v1/datasets/medmnist/splits/val/items/CXR~012001/image?format=npy",
+            )
+            .await
+        })
+    };
+    // Wait (bounded) until the request is inside the slow GET, then ask the server to stop.
+    let before = gets.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..400 {
+        if gets.load(std::sync::atomic::Ordering::SeqCst) > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        gets.load(std::sync::atomic::Ordering::SeqCst) > before,
+        "the GET never started"
+    );
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(common::parse_npy(&body).0, [1, 64, 64]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "exit status {exit}");
+}

@@ -47,6 +47,17 @@ pub async fn start_s3() -> S3Server {
 /// A server over `root` (which the caller keeps) on `addr`: start it again on the same address
 /// to bring the same data back after [`S3Server::stop`].
 pub async fn serve_s3(root: &Path, addr: &str) -> S3Server {
+    serve_s3_slow(root, addr, Duration::ZERO, Default::default()).await
+}
+
+/// [`serve_s3`] whose object GETs each wait `delay` first (listings, HEADs and PUTs do not),
+/// counting the GETs that started in `gets`: a slow store, for shutdown and overload tests.
+pub async fn serve_s3_slow(
+    root: &Path,
+    addr: &str,
+    delay: Duration,
+    gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> S3Server {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut b = s3s::service::S3ServiceBuilder::new(fs);
     b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
@@ -61,9 +72,26 @@ pub async fn serve_s3(root: &Path, addr: &str) -> S3Server {
                 return;
             };
             let svc = service.clone();
+            let gets = gets.clone();
+            let slow =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let svc = svc.clone();
+                    // `/bucket/key` is an object; `/bucket?list-type=2` a listing.
+                    let object_get = req.method() == hyper::Method::GET
+                        && req.uri().path().trim_start_matches('/').contains('/');
+                    if object_get {
+                        gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    async move {
+                        if object_get && !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        hyper::service::Service::call(&svc, req).await
+                    }
+                });
             let conn = tokio::spawn(async move {
                 let _ = ConnBuilder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(sock), svc)
+                    .serve_connection(TokioIo::new(sock), slow)
                     .await;
             });
             conns.lock().unwrap().push(conn.abort_handle());
