@@ -54,6 +54,46 @@ fn spawn(args: &[&str], envs: &[(&str, &str)], cwd: &std::path::Path) -> Server 
     Server { child, addr }
 }
 
+/// `medserve serve --data <s3 url>` against a test S3 server, credentials from the environment.
+fn spawn_on_s3(data: &str, endpoint: &str, cwd: &std::path::Path) -> Server {
+    spawn(
+        &["--data", data, "--s3-endpoint", endpoint],
+        &[
+            ("AWS_ACCESS_KEY_ID", common::s3::AK),
+            ("AWS_SECRET_ACCESS_KEY", common::s3::SK),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+        cwd,
+    )
+}
+
+fn sigterm(server: &Server) {
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// The exit status once the server has stopped (bounded: a server that ignores SIGTERM fails).
+async fn exit_after_sigterm(server: &mut Server) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A minimal HTTP/1.1 GET; returns (status, body).
 async fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -119,16 +159,7 @@ async fn serve_from_s3_with_credentials_from_the_environment() {
     common::s3::upload(&client, common::sample_dir(), "workshop/").await;
     let cwd = tempfile::tempdir().unwrap();
     let data = format!("s3://{}/workshop", common::s3::BUCKET);
-    let server = spawn(
-        &["--data", &data, "--s3-endpoint", &s3.endpoint],
-        &[
-            ("AWS_ACCESS_KEY_ID", common::s3::AK),
-            ("AWS_SECRET_ACCESS_KEY", common::s3::SK),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
-        cwd.path(),
-    );
+    let server = spawn_on_s3(&data, &s3.endpoint, cwd.path());
     let (status, body) = http_get(&server.addr, "/readyz").await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (status, body) = http_get(&server.addr, "/v1/datasets/medmnist").await;
@@ -194,25 +225,8 @@ async fn sigterm_stops_the_server_cleanly() {
     let cwd = tempfile::tempdir().unwrap();
     let mut server = spawn(&[], &[], cwd.path());
     assert_eq!(http_get(&server.addr, "/healthz").await.0, 200);
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running 20 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    sigterm(&server);
+    let status = exit_after_sigterm(&mut server).await;
     assert!(status.success(), "exit status {status}");
 }
 
@@ -231,16 +245,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     common::s3::upload(&client, common::sample_dir(), "workshop/").await;
     let cwd = tempfile::tempdir().unwrap();
     let data = format!("s3://{}/workshop", common::s3::BUCKET);
-    let mut server = spawn(
-        &["--data", &data, "--s3-endpoint", &s3.endpoint],
-        &[
-            ("AWS_ACCESS_KEY_ID", common::s3::AK),
-            ("AWS_SECRET_ACCESS_KEY", common::s3::SK),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
-        cwd.path(),
-    );
+    let mut server = spawn_on_s3(&data, &s3.endpoint, cwd.path());
     assert_eq!(http_get(&server.addr, "/readyz").await.0, 200);
     let in_flight = {
         let addr = server.addr.clone();
@@ -264,27 +269,10 @@ async fn sigterm_lets_in_flight_requests_finish() {
         gets.load(std::sync::atomic::Ordering::SeqCst) > before,
         "the GET never started"
     );
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&server);
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(common::parse_npy(&body).0, [1, 64, 64]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exit = exit_after_sigterm(&mut server).await;
     assert!(exit.success(), "exit status {exit}");
 }

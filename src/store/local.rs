@@ -12,7 +12,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{
-    LimitedReader, ObjectMeta, ObjectReader, ObjectStore, StoreError, validate_key, validate_prefix,
+    LimitedReader, ObjectMeta, ObjectReader, ObjectStore, ReadFailure, StoreError, validate_key,
+    validate_prefix,
 };
 
 /// Objects are the regular files below `root`; keys are their relative paths with `/`.
@@ -171,36 +172,15 @@ impl ObjectStore for LocalStore {
     }
 
     async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError> {
-        let path = self.resolve(key)?;
-        let store = self.clone();
+        let (meta, mut reader) = self.open(key, max_bytes).await?;
         let key = key.to_string();
         // One blocking task for the whole read: tokio's File hops to the blocking pool per
-        // chunk, which costs several times the read itself for objects of tens of MB.
+        // chunk, which costs several times the read itself for objects of tens of MB. The
+        // reader stops past the limit even if the file grew after it was measured.
         tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut file = std::fs::File::open(&path).map_err(|e| io_error(&key, e))?;
-            let md = file.metadata().map_err(|e| io_error(&key, e))?;
-            let meta = store.meta_of(&key, &md);
-            if meta.size > max_bytes {
-                return Err(StoreError::TooLarge {
-                    key,
-                    size: meta.size,
-                    limit: max_bytes,
-                });
-            }
-            // The file may grow between stat and read: never read more than the limit allows.
             let mut buf = Vec::with_capacity(meta.size as usize);
-            (&mut file)
-                .take(max_bytes + 1)
-                .read_to_end(&mut buf)
-                .map_err(|e| io_error(&key, e))?;
-            if buf.len() as u64 > max_bytes {
-                return Err(StoreError::TooLarge {
-                    key,
-                    size: buf.len() as u64,
-                    limit: max_bytes,
-                });
-            }
+            std::io::Read::read_to_end(&mut reader, &mut buf)
+                .map_err(|e| ReadFailure::find(&e).unwrap_or_else(|| io_error(&key, e)))?;
             Ok((meta, Bytes::from(buf)))
         })
         .await

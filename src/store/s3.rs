@@ -49,6 +49,37 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// Sends a GET and checks the announced size: the metadata and the unread body.
+    async fn get_object(
+        &self,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<(ObjectMeta, aws_sdk_s3::primitives::ByteStream), StoreError> {
+        validate_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| map_err(key, "get", e))?;
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Err(StoreError::TooLarge {
+                key: key.into(),
+                size,
+                limit: max_bytes,
+            });
+        }
+        let meta = ObjectMeta {
+            key: key.into(),
+            size,
+            version: etag_version(out.e_tag()),
+        };
+        Ok((meta, out.body))
+    }
+
     /// Builds the client; does not contact S3.
     pub async fn new(opts: S3Options) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -179,31 +210,9 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError> {
-        validate_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| map_err(key, "get", e))?;
-        let size = out.content_length().unwrap_or(0).max(0) as u64;
-        if size > max_bytes {
-            return Err(StoreError::TooLarge {
-                key: key.into(),
-                size,
-                limit: max_bytes,
-            });
-        }
-        let meta = ObjectMeta {
-            key: key.into(),
-            size,
-            version: etag_version(out.e_tag()),
-        };
+        let (meta, mut body) = self.get_object(key, max_bytes).await?;
         // Content-Length may lie (or be absent): stop reading as soon as the limit is passed.
-        let mut body = out.body;
-        let mut buf = BytesMut::with_capacity(size as usize);
+        let mut buf = BytesMut::with_capacity(meta.size as usize);
         while let Some(chunk) = body
             .try_next()
             .await
@@ -226,30 +235,9 @@ impl ObjectStore for S3Store {
         key: &str,
         max_bytes: u64,
     ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
-        validate_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| map_err(key, "get", e))?;
-        let size = out.content_length().unwrap_or(0).max(0) as u64;
-        if size > max_bytes {
-            return Err(StoreError::TooLarge {
-                key: key.into(),
-                size,
-                limit: max_bytes,
-            });
-        }
-        let meta = ObjectMeta {
-            key: key.into(),
-            size,
-            version: etag_version(out.e_tag()),
-        };
+        let (meta, body) = self.get_object(key, max_bytes).await?;
         // The body keeps streaming on the runtime while the blocking reader consumes it.
-        let body = tokio_util::io::SyncIoBridge::new(out.body.into_async_read());
+        let body = tokio_util::io::SyncIoBridge::new(body.into_async_read());
         let reader: ObjectReader = Box::new(LimitedReader::new(body, key, max_bytes));
         Ok((meta, reader))
     }
