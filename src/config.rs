@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// File of API keys, one per line (`#` starts a comment).
     #[arg(long, env = "MEDSERVE_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Largest request body accepted, in KiB (no route reads one); larger answer 413.
+    #[arg(long, env = "MEDSERVE_MAX_BODY_KB", default_value_t = 64)]
+    pub max_body_kb: u64,
     /// Decode/transform jobs that may wait for a CPU worker; more answer 503 with Retry-After.
     #[arg(long, env = "MEDSERVE_MAX_QUEUE", default_value_t = 1024)]
     pub max_queue: usize,
@@ -249,6 +252,7 @@ pub struct Config {
     pub cors: CorsOrigins,
     /// Accepted API keys; empty = no key needed.
     pub api_keys: Vec<String>,
+    pub max_body_bytes: u64,
     pub limits: Limits,
     pub request_timeout: Duration,
     pub cpu_workers: usize,
@@ -318,6 +322,10 @@ impl Config {
             format!("--max-output-side: {} must be 1..=65536", a.max_output_side),
         );
         check(
+            a.max_body_kb <= 1 << 20,
+            format!("--max-body-kb: {} must be 0..=1048576", a.max_body_kb),
+        );
+        check(
             a.max_queue <= 1_000_000,
             format!("--max-queue: {} must be 0..=1000000", a.max_queue),
         );
@@ -379,6 +387,7 @@ impl Config {
             catalog: a.catalog.clone(),
             cors,
             api_keys,
+            max_body_bytes: a.max_body_kb << 10,
             limits: Limits {
                 max_object_bytes: a.max_object_mb << 20,
                 max_pixels: a.max_pixels,

@@ -34,6 +34,9 @@ pub enum AppError {
     /// 403: a key that is not one of the server's.
     #[error("{0}")]
     Forbidden(String),
+    /// 413: a request body larger than the configured limit (no route reads one).
+    #[error("the request body has {0} bytes; this server accepts at most {1}")]
+    BodyTooLarge(u64, u64),
     /// 404: no route matches the path.
     #[error("no route for {0}")]
     NoRoute(String),
@@ -102,6 +105,7 @@ impl AppError {
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::BodyTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             AppError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
             AppError::Undecodable { .. } | AppError::TooLarge { .. } => {
@@ -120,6 +124,7 @@ impl AppError {
             AppError::MethodNotAllowed => "method-not-allowed".into(),
             AppError::Unauthorized(_) => "unauthorized".into(),
             AppError::Forbidden(_) => "forbidden".into(),
+            AppError::BodyTooLarge(..) => "body-too-large".into(),
             AppError::InvalidParameter { .. } => "invalid-parameter".into(),
             AppError::NotAcceptable { .. } => "not-acceptable".into(),
             AppError::Undecodable { .. } => "undecodable-object".into(),
@@ -137,6 +142,7 @@ impl AppError {
             AppError::MethodNotAllowed => "Method not allowed",
             AppError::Unauthorized(_) => "API key required",
             AppError::Forbidden(_) => "API key not accepted",
+            AppError::BodyTooLarge(..) => "Request body too large",
             AppError::InvalidParameter { .. } => "Invalid parameter",
             AppError::NotAcceptable { .. } => "Not acceptable",
             AppError::Undecodable { .. } => "Object could not be decoded",
@@ -211,6 +217,7 @@ impl AppError {
             | AppError::MethodNotAllowed
             | AppError::Unauthorized(_)
             | AppError::Forbidden(_)
+            | AppError::BodyTooLarge(..)
             | AppError::Busy(_)
             | AppError::NotApplicable(_) => {}
         }

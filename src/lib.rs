@@ -114,6 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             request_timeout: config.request_timeout,
             api_keys: (!config.api_keys.is_empty())
                 .then(|| std::sync::Arc::new(auth::ApiKeys::new(&config.api_keys))),
+            max_body_bytes: config.max_body_bytes,
         },
     );
     let listener = tokio::net::TcpListener::bind(config.listen)

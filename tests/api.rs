@@ -827,3 +827,27 @@ async fn a_queued_cpu_job_waits_for_a_worker() {
     assert_eq!(waiting.await.unwrap().status, 200);
     assert_eq!(s.queued.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused() {
+    let (app, _) = app();
+    let big = send(
+        &app,
+        Request::post("/v1/catalog/refresh")
+            .header("content-length", "70000")
+            .body(Body::from(vec![b'x'; 70000]))
+            .unwrap(),
+    )
+    .await;
+    let j = assert_problem(&big, 413, "body-too-large");
+    assert!(j["detail"].as_str().unwrap().contains("65536"), "{j}");
+    let small = send(
+        &app,
+        Request::post("/v1/catalog/refresh")
+            .header("content-length", "2")
+            .body(Body::from("{}"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(small.status, 200);
+}

@@ -136,6 +136,9 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// When set, `/v1/...` and `/metrics` need one of these keys.
     pub api_keys: Option<std::sync::Arc<crate::auth::ApiKeys>>,
+    /// Largest request body accepted, in bytes (no route reads one; this bounds what a
+    /// client can make the server receive).
+    pub max_body_bytes: u64,
 }
 
 impl Default for HttpOptions {
@@ -144,8 +147,22 @@ impl Default for HttpOptions {
             cors: CorsOrigins::Any,
             request_timeout: Duration::from_secs(60),
             api_keys: None,
+            max_body_bytes: 64 << 10,
         }
     }
+}
+
+/// A body announced (or streamed) beyond `max` bytes; bodies without a length are bounded
+/// where they are read, and no route reads one.
+fn body_too_large(req: &axum::extract::Request, max: u64) -> Option<AppError> {
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (len > max).then_some(AppError::BodyTooLarge(len, max))
 }
 
 async fn no_route(uri: axum::http::Uri) -> AppError {
@@ -231,6 +248,15 @@ pub fn build_router(state: AppState, http: &HttpOptions) -> Router {
             crate::auth::require_key,
         ));
     }
+    let max_body = http.max_body_bytes;
+    router = router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match body_too_large(&req, max_body) {
+                Some(e) => e.into_response(),
+                None => next.run(req).await,
+            }
+        },
+    ));
     router
         .layer(
             ServiceBuilder::new()
