@@ -17,9 +17,11 @@
 //! `cargo bench --bench pipeline -- --test` (and `cargo test --all-targets`) runs every
 //! benchmark once as a smoke test.
 
+#[path = "common/ratios.rs"]
+mod ratios;
+
 use std::hint::black_box;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
@@ -212,61 +214,10 @@ const RATIOS: &[(&str, &str)] = &[
     ("encode/png8/3x512x512", "encode/npy/3x512x512"),
 ];
 
-/// The median (ns) criterion saved for `id`, if it was measured after `since`.
-fn median_ns(dir: &Path, id: &str, since: SystemTime) -> Option<f64> {
-    let path = dir.join(id).join("new").join("estimates.json");
-    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
-}
-
-fn human(ns: f64) -> String {
-    match ns {
-        n if n >= 1e6 => format!("{:.3} ms", n / 1e6),
-        n if n >= 1e3 => format!("{:.2} us", n / 1e3),
-        n => format!("{n:.0} ns"),
-    }
-}
-
-/// Prints each benchmark's median as a ratio to its baseline, for the pairs measured in this
-/// run (none in `--test` mode, where criterion saves nothing).
-fn print_ratios(since: SystemTime) {
-    let dir = std::env::var_os("CRITERION_HOME").map_or_else(
-        || {
-            std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| PathBuf::from("target"), PathBuf::from)
-                .join("criterion")
-        },
-        PathBuf::from,
-    );
-    let rows: Vec<String> = RATIOS
-        .iter()
-        .filter_map(|&(id, base)| {
-            let (t, b) = (median_ns(&dir, id, since)?, median_ns(&dir, base, since)?);
-            Some(format!(
-                "{id:<31} {:>11}  x{:<7.2} {base} ({})",
-                human(t),
-                t / b,
-                human(b)
-            ))
-        })
-        .collect();
-    if !rows.is_empty() {
-        println!(
-            "\nMedians of this run as ratios to their in-run baselines (x = time / baseline):"
-        );
-        for r in rows {
-            println!("{r}");
-        }
-    }
-}
-
 /// `criterion_main!(benches)` plus the ratio table.
 fn main() {
     let since = SystemTime::now();
     benches();
     Criterion::default().configure_from_args().final_summary();
-    print_ratios(since);
+    ratios::print_ratios(RATIOS, since);
 }

@@ -26,6 +26,9 @@
 //! the first time to make the file); `scripts/bench-volume.sh` adds the nibabel + MONAI
 //! baseline and the summary table.
 
+#[path = "common/ratios.rs"]
+mod ratios;
+
 use std::hint::black_box;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -296,54 +299,15 @@ fn config() -> Criterion {
 
 /// Each benchmark and the baseline of the same run it is read against.
 const RATIOS: &[(&str, &str)] = &[
-    ("decode", "inflate_only"),
-    ("cold_total", "inflate_only"),
-    ("resize_area_128x128x64", "inflate_only"),
-    ("resize_trilinear_128x128x64", "inflate_only"),
-    ("warm_transform", "inflate_only"),
-    ("fetch_local", "inflate_only"),
+    ("volume/decode", "volume/inflate_only"),
+    ("volume/cold_total", "volume/inflate_only"),
+    ("volume/resize_area_128x128x64", "volume/inflate_only"),
+    ("volume/resize_trilinear_128x128x64", "volume/inflate_only"),
+    ("volume/warm_transform", "volume/inflate_only"),
+    ("volume/fetch_local", "volume/inflate_only"),
+    ("volume/decode_stream_file", "volume/inflate_only"),
+    ("volume/cold_stream", "volume/inflate_only"),
 ];
-
-/// The median (ns) criterion saved for `volume/<id>`, if it was measured after `since`.
-fn median_ns(id: &str, since: SystemTime) -> Option<f64> {
-    let dir = std::env::var_os("CRITERION_HOME")
-        .map_or_else(|| target_dir().join("criterion"), PathBuf::from);
-    let path = dir
-        .join("volume")
-        .join(id)
-        .join("new")
-        .join("estimates.json");
-    if std::fs::metadata(&path).ok()?.modified().ok()? < since {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
-}
-
-/// Prints the medians of this run as ratios to `inflate_only` (nothing in `--test` mode, where
-/// criterion saves nothing).
-fn print_ratios(since: SystemTime) {
-    let rows: Vec<String> = RATIOS
-        .iter()
-        .filter_map(|&(id, base)| {
-            let (t, b) = (median_ns(id, since)?, median_ns(base, since)?);
-            Some(format!(
-                "{id:<29} {:>10.1} ms  x{:<6.2} {base} ({:.1} ms)",
-                t / 1e6,
-                t / b,
-                b / 1e6
-            ))
-        })
-        .collect();
-    if !rows.is_empty() {
-        println!(
-            "\nMedians of this run as ratios to their in-run baselines (x = time / baseline):"
-        );
-        for r in rows {
-            println!("{r}");
-        }
-    }
-}
 
 /// `criterion_main!` for one group, plus the ratio table.
 fn main() {
@@ -351,5 +315,5 @@ fn main() {
     let mut c = config().configure_from_args();
     bench_volume(&mut c);
     c.final_summary();
-    print_ratios(since);
+    ratios::print_ratios(RATIOS, since);
 }

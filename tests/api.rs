@@ -412,26 +412,6 @@ async fn head_requests_carry_headers_without_a_body() {
 }
 
 #[tokio::test]
-async fn traversal_attempts_never_reach_outside_the_root() {
-    let (app, _) = app();
-    for uri in [
-        "/v1/datasets/..%2F..%2Fetc/splits",
-        "/v1/datasets/%2e%2e/splits",
-        "/v1/datasets/medmnist/splits/..%2Ftrain/items",
-        "/v1/datasets/medmnist/splits/train/items/..%2F..%2F..%2Fetc%2Fpasswd",
-        "/v1/datasets/medmnist/splits/train/items/%2Fetc%2Fpasswd/image",
-        "/v1/datasets/medmnist/splits/train/items/HeadCT~005001%00/image",
-        "/v1/datasets/../../etc/passwd",
-    ] {
-        let r = get(&app, uri).await;
-        assert_eq!(r.status, 404, "{uri}");
-        assert_eq!(r.header("content-type"), "application/problem+json");
-    }
-    let long = format!("/v1/datasets/{}", "a".repeat(5000));
-    assert_eq!(get(&app, &long).await.status, 404);
-}
-
-#[tokio::test]
 async fn cors_lets_browsers_read_arrays() {
     let (app, _) = app();
     let r = get_with(

@@ -337,7 +337,8 @@ async fn every_endpoint_answers_the_same_from_s3_as_from_disk() {
         "/v1/datasets/medmnist/splits/nope/items".into(),
         format!("{item}/image?size=0,0"),
     ];
-    // Names that try to leave the data root, on both backends: never found, never a 5xx.
+    // Names that try to leave the data root, on both backends: never found, never a 5xx (the
+    // one place these are checked).
     let long = format!("/v1/datasets/{}", "a".repeat(5000));
     for uri in [
         "/v1/datasets/..%2F..%2Fetc/splits",
