@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check medserve has: formatting, lints, all tests (unit, HTTP, S3 against a real
 # S3-protocol server, MONAI parity, OpenAPI contract, bench smoke), the README's curl examples
-# against the real binary, numpy/nibabel reading the array and NIfTI responses, a
-# headless-Chromium CORS check, and the container files.
+# against the real binary, numpy/nibabel reading the array and NIfTI responses, schemathesis
+# against openapi.yaml, a headless-Chromium CORS check, and the container files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,8 @@ echo "== README examples"
 scripts/check-readme.sh 2>&1 | tee -a "$log"
 echo "== numpy and nibabel read the responses"
 scripts/check-python.sh 2>&1 | tee -a "$log"
+echo "== schemathesis against openapi.yaml"
+scripts/check-schemathesis.sh 2>&1 | tee -a "$log"
 echo "== headless browser (CORS)"
 scripts/check-browser.sh 2>&1 | tee -a "$log"
 echo "== container files"

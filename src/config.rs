@@ -77,9 +77,12 @@ pub struct ServeArgs {
     /// Largest decompressed NIfTI file, in MiB (a gzip stream is never inflated past it).
     #[arg(long, env = "MEDSERVE_MAX_VOLUME_MB", default_value_t = 2048)]
     pub max_volume_mb: u64,
-    /// Largest output side a `size` parameter may ask for.
+    /// Largest output side a 2D image's `size` may ask for.
     #[arg(long, env = "MEDSERVE_MAX_OUTPUT_SIDE", default_value_t = 4096)]
     pub max_output_side: usize,
+    /// Largest output side a volume's `size` may ask for (256^3 float32 is 64 MiB a channel).
+    #[arg(long, env = "MEDSERVE_MAX_VOLUME_SIDE", default_value_t = 256)]
+    pub max_volume_side: usize,
     /// Largest `limit` of an item listing page.
     #[arg(long, env = "MEDSERVE_MAX_PAGE", default_value_t = 1000)]
     pub max_page: usize,
@@ -171,6 +174,7 @@ pub struct Limits {
     pub max_voxels: u64,
     pub max_volume_bytes: u64,
     pub max_output_side: usize,
+    pub max_volume_side: usize,
     pub max_page: usize,
     /// CPU jobs allowed to wait for a worker before new ones are refused with 503.
     pub max_queue: usize,
@@ -194,6 +198,7 @@ impl Default for Limits {
             max_voxels: 536_870_912,
             max_volume_bytes: 2048 << 20,
             max_output_side: 4096,
+            max_volume_side: 256,
             max_page: 1000,
             max_queue: 1024,
         }
@@ -322,6 +327,10 @@ impl Config {
             format!("--max-output-side: {} must be 1..=65536", a.max_output_side),
         );
         check(
+            (1..=65_536).contains(&a.max_volume_side),
+            format!("--max-volume-side: {} must be 1..=65536", a.max_volume_side),
+        );
+        check(
             a.max_body_kb <= 1 << 20,
             format!("--max-body-kb: {} must be 0..=1048576", a.max_body_kb),
         );
@@ -394,6 +403,7 @@ impl Config {
                 max_voxels: a.max_voxels,
                 max_volume_bytes: a.max_volume_mb << 20,
                 max_output_side: a.max_output_side,
+                max_volume_side: a.max_volume_side,
                 max_page: a.max_page,
                 max_queue: a.max_queue,
             },

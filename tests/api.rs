@@ -376,11 +376,6 @@ async fn bad_parameters_are_400_naming_what_is_allowed() {
             "offset",
             "whole number",
         ),
-        (
-            "/v1/datasets/segmentation/splits/train/items?class=x".into(),
-            "class",
-            "segmentation",
-        ),
         ("/v1/datasets?verbose=1".into(), "verbose", "none"),
     ];
     for (uri, param, mention) in cases {
@@ -391,6 +386,20 @@ async fn bad_parameters_are_400_naming_what_is_allowed() {
             "{uri}: {j}"
         );
     }
+    // A class filter on a segmentation dataset names a class that does not exist there.
+    let j = assert_problem(
+        &get(&app, "/v1/datasets/segmentation/splits/train/items?class=x").await,
+        404,
+        "class-not-found",
+    );
+    assert_eq!(j["available"], serde_json::json!([]));
+    assert!(
+        j["detail"]
+            .as_str()
+            .unwrap()
+            .contains("segmentation dataset"),
+        "{j}"
+    );
 }
 
 #[tokio::test]

@@ -51,11 +51,21 @@ fn spec_query_params(spec: &Value, path: &str, method: &str) -> BTreeSet<String>
             params.extend(a.iter().map(|p| deref(spec, p)));
         }
     }
-    params
-        .into_iter()
-        .filter(|p| p["in"] == "query")
-        .map(|p| p["name"].as_str().unwrap().to_string())
-        .collect()
+    let mut names = BTreeSet::new();
+    for p in params.into_iter().filter(|p| p["in"] == "query") {
+        let schema = deref(spec, &p["schema"]);
+        if schema["type"] == "object" {
+            // The object form (`style: form, explode: true`): each property is one `name=value`
+            // pair, and the schema must be closed, as the server refuses unknown names.
+            assert_eq!(p["style"], "form", "{path}: {p}");
+            assert_eq!(p["explode"], true, "{path}: {p}");
+            assert_eq!(schema["additionalProperties"], false, "{path}: {schema}");
+            names.extend(schema["properties"].as_object().unwrap().keys().cloned());
+        } else {
+            names.insert(p["name"].as_str().unwrap().to_string());
+        }
+    }
+    names
 }
 
 #[test]

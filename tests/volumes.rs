@@ -22,7 +22,7 @@ use medserve::imaging::nifti::{self, Dtype, OutType, Volume, VolumeLimits, Voxel
 use medserve::imaging::volume::{self, Plane, SliceAt};
 use ndarray::ArrayD;
 use ndarray_npy::{NpzReader, ReadNpyExt};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const SPLEEN: &str = "/v1/datasets/Task09_Spleen/splits/train/items/spleen_10";
 const SPLEEN_NO_LABEL: &str = "/v1/datasets/Task09_Spleen/splits/test/items/spleen_1";
@@ -250,14 +250,16 @@ async fn slice_every_axis_has_its_shape_bounds_and_middle() {
         get_ok(&app, &format!("{base}&index=0")).await;
         let last = get_ok(&app, &format!("{base}&index={}", n - 1)).await;
         assert_eq!(last.header("x-shape"), shape);
-        let j = bad_param(&app, &format!("{base}&index={n}"), "index").await;
-        assert_eq!(j["allowed"], format!("0..={}", n - 1), "axis={axis}: {j}");
-        assert!(
-            j["detail"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("0..={}", n - 1)),
-            "{j}"
+        // Past the end: that slice does not exist (404), and the answer says which do.
+        let j = assert_problem(
+            &get(&app, &format!("{base}&index={n}")).await,
+            404,
+            "slice-not-found",
+        );
+        assert_eq!(
+            j["available"],
+            json!([format!("index 0..={}", n - 1)]),
+            "axis={axis}: {j}"
         );
         // PNG has the same H x W.
         let png = get_ok(&app, &format!("{SPLEEN}/slice?axis={axis}")).await;
@@ -454,11 +456,16 @@ async fn slice_channels_of_the_4d_subject() {
         get_ok(&app, &format!("{BRATS}/slice?channel={ch}")).await;
     }
     assert_ne!(bodies[0], bodies[1], "channels differ");
-    let j = bad_param(&app, &format!("{BRATS}/slice?channel=4"), "channel").await;
-    assert_eq!(j["allowed"], "0..=3");
+    let channel_404 = |uri: String, available: &'static str| {
+        let app = app.clone();
+        async move {
+            let j = assert_problem(&get(&app, &uri).await, 404, "channel-not-found");
+            assert_eq!(j["available"], json!([available]), "{uri}");
+        }
+    };
+    channel_404(format!("{BRATS}/slice?channel=4"), "channel 0..=3").await;
     // A 3D volume has one channel.
-    let j = bad_param(&app, &format!("{SPLEEN}/slice?channel=1"), "channel").await;
-    assert_eq!(j["allowed"], "0..=0");
+    channel_404(format!("{SPLEEN}/slice?channel=1"), "channel 0..=0").await;
 }
 
 #[tokio::test]
@@ -631,14 +638,29 @@ async fn slice_windows_and_presets_map_hu_to_gray() {
     for (q, p) in two {
         bad_param(&app, &format!("{base}&{q}"), p).await;
     }
+    // A zero-width window is a threshold at its center, the same as a_min == a_max
+    // (MONAI's ScaleIntensityRange shifts by a_min instead of dividing by zero, then clips).
+    let zero = get_ok(&app, &format!("{base}&window=40,0")).await;
+    let same = get_ok(&app, &format!("{base}&a_min=40&a_max=40")).await;
+    assert_eq!(zero.body, same.body);
+    let (_, _, px) = png_gray(&zero.body);
+    assert!(
+        px.contains(&0) && px.contains(&255),
+        "both sides of 40 HU occur"
+    );
     for (q, p) in [
         ("window=40", "window"),
-        ("window=40,0", "window"),
         ("window=40,-5", "window"),
         ("window=a,b", "window"),
+        ("window=40,+5", "window"),
+        ("window=1e3,400", "window"),
+        ("window=40,400.", "window"),
+        ("window=12345678,1", "window"),
+        ("window=%2040,400", "window"),
         ("a_min=0", "a_max"),
         ("a_max=0", "a_min"),
-        ("a_min=5&a_max=5", "a_max"),
+        ("a_min=inf&a_max=1", "a_min"),
+        ("a_min=1e39&a_max=1", "a_min"),
         ("preset=ct-liver", "preset"),
     ] {
         bad_param(&app, &format!("{base}&{q}"), p).await;
@@ -879,6 +901,36 @@ async fn volume_scale_intensity_range() {
             .body,
         get_ok(&app, &format!("{SPLEEN}/volume")).await.body
     );
+    // Equal ends: MONAI shifts instead of dividing by zero (`x - a_min + b_min`) and does
+    // not clip; reversed ends invert.
+    let raw = f32_body(
+        &get_ok(&app, &format!("{SPLEEN}/volume?format=f32"))
+            .await
+            .body,
+    );
+    let same = f32_body(
+        &get_ok(
+            &app,
+            &format!("{SPLEEN}/volume?format=f32&a_min=5&a_max=5&b_min=2&clip=true"),
+        )
+        .await
+        .body,
+    );
+    let expect: Vec<f32> = raw.iter().map(|x| x - 5.0 + 2.0).collect();
+    assert_eq!(
+        same, expect,
+        "a_min == a_max is x - a_min + b_min, unclipped"
+    );
+    let inverted = f32_body(
+        &get_ok(
+            &app,
+            &format!("{SPLEEN}/volume?format=f32&a_min=1000&a_max=-1000"),
+        )
+        .await
+        .body,
+    );
+    let expect: Vec<f32> = raw.iter().map(|x| (x - 1000.0) / -2000.0).collect();
+    assert_eq!(inverted, expect, "reversed ends invert");
     let v = format!("{SPLEEN}/volume");
     for (q, p) in [
         ("scale=none&a_min=-1000&a_max=1000", "scale"),
@@ -889,8 +941,8 @@ async fn volume_scale_intensity_range() {
         ("clip=true", "clip"),
         ("a_min=-1000", "a_max"),
         ("a_max=1000", "a_min"),
-        ("a_min=5&a_max=5", "a_max"),
         ("a_min=abc&a_max=1", "a_min"),
+        ("a_min=-1000&a_max=1000&clip=1", "clip"),
         ("a_min=-1000&a_max=1000&clip=maybe", "clip"),
         ("a_min=-1000&a_max=1000&b_min=x", "b_min"),
     ] {
@@ -913,11 +965,14 @@ async fn volume_size_errors() {
         "",
         "-1,2,3",
         "1000,1000,1000",
+        "257,8,8",
+        "8,%208,8",
     ] {
         let j = bad_param(&app, &format!("{v}?size={size}"), "size").await;
-        assert!(j["allowed"].as_str().unwrap().contains("1..=4096"), "{j}");
+        assert!(j["allowed"].as_str().unwrap().contains("1..=256"), "{j}");
     }
     get_ok(&app, &format!("{v}?size=1,1,1")).await;
+    get_ok(&app, &format!("{v}?size=001,1,1")).await;
 }
 
 #[tokio::test]

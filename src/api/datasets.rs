@@ -251,14 +251,18 @@ pub async fn list_items(
     let class = match p.get("class") {
         None => None,
         Some(c) => {
+            // A segmentation dataset has no class of any name: the same 404 as an unknown
+            // class, with nothing available.
             if ds.kind != Kind::Classification {
-                return Err(AppError::param(
-                    "class",
-                    format!(
-                        "dataset '{}' is a segmentation dataset and has no classes",
+                return Err(AppError::NotFound {
+                    what: "class",
+                    name: c.into(),
+                    available: Vec::new(),
+                    hint: Some(format!(
+                        "dataset '{}' is a segmentation dataset: its items have no classes",
                         ds.name
-                    ),
-                ));
+                    )),
+                });
             }
             Some(
                 ds.classes

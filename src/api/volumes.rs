@@ -71,20 +71,33 @@ fn number(p: &Params, name: &str) -> Result<Option<f32>, AppError> {
     })
 }
 
+/// Largest magnitude a number parameter may have: far beyond any intensity, well inside f32.
+pub const MAX_NUMBER: f64 = 1e38;
+
+/// A decimal number as the spec's `type: number` says: digits, sign, point and exponent
+/// (no spaces, no `inf`/`nan`), with `|x| <= MAX_NUMBER`.
 fn parse_number(v: &str) -> Option<f32> {
     let ok_chars = !v.is_empty()
         && v.bytes()
             .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
-    let f: f32 = v.parse().ok()?;
-    (ok_chars && f.is_finite()).then_some(f)
+    let f: f64 = v.parse().ok()?;
+    (ok_chars && f.is_finite() && f.abs() <= MAX_NUMBER).then_some(f as f32)
+}
+
+/// One number of `window=center,width`: `-?D{1,7}(.D{1,7})?` exactly as the spec's pattern
+/// (the width without a sign).
+fn parse_window_number(v: &str, signed: bool) -> Option<f32> {
+    let digits = v.strip_prefix('-').filter(|_| signed).unwrap_or(v);
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (digits, None),
+    };
+    let run = |t: &str| (1..=7).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit());
+    (run(int) && frac.is_none_or(run)).then(|| v.parse().ok())?
 }
 
 fn boolean(p: &Params, name: &str) -> Result<bool, AppError> {
-    p.choice(
-        name,
-        false,
-        &[("true", true), ("false", false), ("1", true), ("0", false)],
-    )
+    p.choice(name, false, &[("true", true), ("false", false)])
 }
 
 /// Which slice, as asked.
@@ -193,17 +206,12 @@ fn parse_slice(p: &Params, headers: &HeaderMap) -> Result<SliceQuery, AppError> 
             AppError::param_allowed(
                 "window",
                 format!("'{v}' is not center,width"),
-                "two numbers, the width above 0, e.g. 40,400",
+                "two decimals of up to 7+7 digits, the width unsigned, e.g. 40,400 or -600,1500 (width 0: a threshold at center)",
             )
         };
         let (c, w) = v.split_once(',').ok_or_else(bad)?;
-        let (c, w) = (
-            parse_number(c).ok_or_else(bad)?,
-            parse_number(w).ok_or_else(bad)?,
-        );
-        if w <= 0.0 {
-            return Err(bad());
-        }
+        let c = parse_window_number(c, true).ok_or_else(bad)?;
+        let w = parse_window_number(w, false).ok_or_else(bad)?;
         Window::Range(c - w / 2.0, c + w / 2.0)
     } else if let Some((lo, hi)) = a_range(p)? {
         Window::Range(lo, hi)
@@ -250,16 +258,12 @@ fn parse_slice(p: &Params, headers: &HeaderMap) -> Result<SliceQuery, AppError> 
     })
 }
 
-/// `a_min`/`a_max`: both or neither, and not equal.
+/// `a_min`/`a_max`: both or neither. Equal or reversed ends are MONAI's business
+/// (`ScaleIntensityRange` shifts instead of dividing by zero, and inverts a reversed range).
 fn a_range(p: &Params) -> Result<Option<(f32, f32)>, AppError> {
     match (number(p, "a_min")?, number(p, "a_max")?) {
         (None, None) => Ok(None),
-        (Some(lo), Some(hi)) if lo != hi => Ok(Some((lo, hi))),
-        (Some(_), Some(_)) => Err(AppError::param_allowed(
-            "a_max",
-            "a_max equals a_min",
-            "a number different from a_min",
-        )),
+        (Some(lo), Some(hi)) => Ok(Some((lo, hi))),
         (Some(_), None) => Err(AppError::param("a_max", "a_min needs a_max")),
         (None, Some(_)) => Err(AppError::param("a_min", "a_max needs a_min")),
     }
@@ -299,19 +303,23 @@ pub async fn get_slice(
     };
     let n = h.spatial[axis];
     let index = sq.index.unwrap_or(n / 2);
+    // A slice past the end is a resource that does not exist (404, like a page past the last
+    // one), not a malformed request: the same query is fine on a larger volume.
     if index >= n {
-        return Err(AppError::param_allowed(
-            "index",
-            format!("{index} is past the last slice along axis {axis}"),
-            format!("0..={}", n - 1),
-        ));
+        return Err(AppError::NotFound {
+            what: "slice",
+            name: format!("{index} along axis {axis}"),
+            available: vec![format!("index 0..={}", n - 1)],
+            hint: None,
+        });
     }
     if sq.channel >= h.channels {
-        return Err(AppError::param_allowed(
-            "channel",
-            format!("the volume has {} channel(s)", h.channels),
-            format!("0..={}", h.channels - 1),
-        ));
+        return Err(AppError::NotFound {
+            what: "channel",
+            name: sq.channel.to_string(),
+            available: vec![format!("channel 0..={}", h.channels - 1)],
+            hint: None,
+        });
     }
     let at = SliceAt {
         axis,
@@ -429,8 +437,7 @@ fn render_slice(
             Window::Auto => auto.unwrap_or((0.0, 1.0)),
             Window::Mri => mri.or(auto).unwrap_or((0.0, 1.0)),
         };
-        let (lo, hi) = (lo as f32, hi as f32);
-        if hi > lo { (lo, hi) } else { (lo, lo + 1.0) }
+        (lo as f32, hi as f32)
     };
     match part {
         SlicePart::Image => {
@@ -535,7 +542,7 @@ fn parse_size3(v: &str, max_side: usize, max_voxels: u64) -> Result<[usize; 3], 
             ),
         )
     };
-    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    let parts: Vec<&str> = v.split(',').collect();
     if parts.len() != 3 {
         return Err(bad(format!("'{v}' is not X,Y,Z")));
     }
@@ -558,7 +565,7 @@ fn parse_volume(
 ) -> Result<VolumeQuery, AppError> {
     let size = p
         .get("size")
-        .map(|v| parse_size3(v, state.limits.max_output_side, state.limits.max_voxels))
+        .map(|v| parse_size3(v, state.limits.max_volume_side, state.limits.max_voxels))
         .transpose()?;
     let mode = p.choice(
         "mode",
@@ -658,15 +665,13 @@ fn parse_volume(
         Some(v) => {
             let mut keep = Vec::new();
             for t in v.split(',') {
-                let n = parse_digits(t.trim())
-                    .filter(|&n| n <= 255)
-                    .ok_or_else(|| {
-                        AppError::param_allowed(
-                            "labels",
-                            format!("'{t}' is not a label value"),
-                            "a comma-separated list of whole numbers in 0..=255, e.g. 1,2",
-                        )
-                    })?;
+                let n = parse_digits(t).filter(|&n| n <= 255).ok_or_else(|| {
+                    AppError::param_allowed(
+                        "labels",
+                        format!("'{t}' is not a label value"),
+                        "a comma-separated list of whole numbers in 0..=255, e.g. 1,2",
+                    )
+                })?;
                 keep.push(n as u8);
             }
             keep.sort_unstable();

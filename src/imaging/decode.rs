@@ -347,24 +347,46 @@ fn jpeg_err(e: impl std::fmt::Display) -> DecodeError {
     }
 }
 
+/// JPEG through zune-jpeg in strict mode: a truncated or corrupt scan is an error, as in
+/// Pillow (MONAI's reader), instead of the grey fill the `image` crate's lenient mode returns
+/// with success.
 fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
-    use image::ImageDecoder;
-    use image::codecs::jpeg::JpegDecoder;
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions as ZuneOptions;
 
-    let mut decoder = JpegDecoder::new(Cursor::new(bytes)).map_err(jpeg_err)?;
-    let (width, height) = decoder.dimensions();
-    check_size(u64::from(width), u64::from(height), opts.max_pixels)?;
-    let mut limits = image::Limits::default();
-    limits.max_alloc = Some(opts.max_pixels.saturating_mul(4));
-    decoder.set_limits(limits).map_err(jpeg_err)?;
-    let color = decoder.color_type();
-    let (channels, color_name) = match color {
-        image::ColorType::L8 => (1usize, "gray"),
-        image::ColorType::Rgb8 => (3, "rgb"),
-        other => return Err(jpeg_err(format!("unsupported JPEG colour type {other:?}"))),
+    // The pixel limit is ours (checked from the header below), not zune's default 16384.
+    let options = ZuneOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(jpeg_err)?;
+    let (width, height) = decoder
+        .dimensions()
+        .ok_or_else(|| jpeg_err("no frame header"))?;
+    check_size(width as u64, height as u64, opts.max_pixels)?;
+    let (out, channels, color_name) = match decoder.input_colorspace() {
+        Some(ColorSpace::Luma) => (ColorSpace::Luma, 1usize, "gray"),
+        Some(ColorSpace::YCbCr | ColorSpace::RGB) => (ColorSpace::RGB, 3, "rgb"),
+        other => {
+            return Err(jpeg_err(format!(
+                "unsupported JPEG colour space {other:?} (served: grayscale, YCbCr/RGB)"
+            )));
+        }
     };
-    let mut buf = vec![0u8; decoder.total_bytes() as usize];
-    decoder.read_image(&mut buf).map_err(jpeg_err)?;
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(out));
+    let len = decoder
+        .output_buffer_size()
+        .ok_or_else(|| jpeg_err("no frame header"))?;
+    if len != width * height * channels {
+        return Err(jpeg_err(format!(
+            "decoder would write {len} bytes for {width}x{height}x{channels}"
+        )));
+    }
+    let mut buf = vec![0u8; len];
+    decoder.decode_into(&mut buf).map_err(jpeg_err)?;
+    let (width, height) = (width as u32, height as u32);
     let (w, h) = (width as usize, height as usize);
     let data = Array3::from_shape_fn((channels, h, w), |(c, y, x)| {
         f32::from(buf[(y * w + x) * channels + c])

@@ -24,7 +24,7 @@ pub fn png8(a: &ArrayD<f32>, lo: f32, hi: f32) -> Result<Vec<u8>, EncodeError> {
         4 => png::ColorType::Rgba,
         _ => return Err(EncodeError(format!("PNG cannot hold {c} channels"))),
     };
-    let span = if hi > lo { hi - lo } else { 1.0 };
+    let span = window_span(lo, hi);
     let to_u8 = |v: f32| {
         let t = ((v - lo) / span).clamp(0.0, 1.0);
         if t.is_nan() {
@@ -44,6 +44,13 @@ pub fn png8(a: &ArrayD<f32>, lo: f32, hi: f32) -> Result<Vec<u8>, EncodeError> {
         }
     }
     png_bytes(w, h, color, &pixels)
+}
+
+/// `hi - lo`, or 1 when they are equal: the PNG is then MONAI's
+/// `ScaleIntensityRange(lo, hi, 0, 1, clip=True)` in every case (equal ends shift by `lo`
+/// instead of dividing by zero; `hi < lo` inverts).
+fn window_span(lo: f32, hi: f32) -> f32 {
+    if hi != lo { hi - lo } else { 1.0 }
 }
 
 /// Raw little-endian float32 in C order.
@@ -154,7 +161,7 @@ pub fn png_overlay(
             (h, w)
         )));
     }
-    let span = if hi > lo { hi - lo } else { 1.0 };
+    let span = window_span(lo, hi);
     let mut px = Vec::with_capacity(h * w * 3);
     for (&v, &m) in image.iter().zip(mask.iter()) {
         let t = ((v - lo) / span).clamp(0.0, 1.0);

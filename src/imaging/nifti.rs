@@ -158,7 +158,7 @@ pub struct Header {
 }
 
 impl Header {
-    /// Voxels over all channels.
+    /// Voxels over all channels (checked not to overflow when the header was read).
     pub fn voxels(&self) -> u64 {
         self.spatial.iter().map(|&d| d as u64).product::<u64>() * self.channels as u64
     }
@@ -427,6 +427,18 @@ impl RawHeader {
         };
         let spatial = [to_usize(get(0))?, to_usize(get(1))?, to_usize(get(2))?];
         let channels = to_usize(get(3))?;
+        // NIfTI-2 dims are i64: their product can overflow u64, and every later size check
+        // (and `Header::voxels`) relies on it not doing so.
+        spatial
+            .iter()
+            .chain([&channels])
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| {
+                VolumeError::TooLarge(format!(
+                    "the header's dimensions {}x{}x{}x{channels} overflow a voxel count",
+                    spatial[0], spatial[1], spatial[2]
+                ))
+            })?;
         let dtype = Dtype::from_code(self.datatype).ok_or_else(|| {
             VolumeError::Unsupported(format!(
                 "voxel datatype {} (served: uint8, int8, int16, uint16, int32, uint32, int64, uint64, float32, float64)",

@@ -175,11 +175,18 @@ impl RangeScale {
     /// `(x - a_min) / (a_max - a_min) * (b_max - b_min) + b_min`, then `clip` to
     /// `[b_min, b_max]` as `torch.clamp` does. Without `clip`, values outside `[a_min, a_max]`
     /// land outside `[b_min, b_max]` (bone above 1, for the seed's CT window).
+    ///
+    /// `a_min == a_max` is MONAI's special case: `x - a_min + b_min`, neither divided nor
+    /// clipped.
     pub fn apply(&self, a: &mut ArrayD<f32>) {
         let span = self.a_max - self.a_min;
         let out_span = self.b_max - self.b_min;
         let (a_min, b_min, b_max, clip) = (self.a_min, self.b_min, self.b_max, self.clip);
+        let degenerate = span == 0.0;
         let f = move |x: f32| {
+            if degenerate {
+                return x - a_min + b_min;
+            }
             let y = (x - a_min) / span * out_span + b_min;
             if clip { y.max(b_min).min(b_max) } else { y }
         };
