@@ -68,12 +68,66 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    let _permit = cpu_permit(state).await?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::Internal(format!("worker failed: {e}")))
+}
+
+/// [`cpu_job`] for a decoder reading an object as it arrives: the worker slot goes with the
+/// reader, which gives it back while it waits for the store and takes it again when bytes
+/// arrive, so a slow store holds blocking threads but never every CPU worker.
+pub async fn cpu_stream_job<T, F>(
+    state: &AppState,
+    mut reader: ObjectReader,
+    f: F,
+) -> Result<T, AppError>
+where
+    T: Send + 'static,
+    F: FnOnce(ObjectReader) -> T + Send + 'static,
+{
+    let permit = cpu_permit(state).await?;
+    reader.set_wait_guard(Box::new(CpuSlot {
+        cpu: state.cpu.clone(),
+        permit: Some(permit),
+        handle: tokio::runtime::Handle::current(),
+        metrics: state.metrics.clone(),
+    }));
+    tokio::task::spawn_blocking(move || f(reader))
+        .await
+        .map_err(|e| AppError::Internal(format!("worker failed: {e}")))
+}
+
+/// A CPU worker slot held by a blocking reader.
+struct CpuSlot {
+    cpu: Arc<tokio::sync::Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    handle: tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
+}
+
+impl crate::store::WaitGuard for CpuSlot {
+    fn waiting(&mut self) {
+        if self.permit.take().is_some() {
+            Metrics::inc(&self.metrics.store_waits);
+        }
+    }
+
+    fn resumed(&mut self) {
+        // Closed only at shutdown; the decode then finishes without a slot.
+        self.permit = self.handle.block_on(self.cpu.clone().acquire_owned()).ok();
+    }
+}
+
+/// A CPU worker slot: at once when one is free, else after waiting in a queue of at most
+/// `--max-queue` jobs (503 past it).
+async fn cpu_permit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
     use std::sync::atomic::Ordering;
     use tokio::sync::TryAcquireError;
     let closed = || AppError::Busy("shutting down".into());
-    let _permit = match state.cpu.clone().try_acquire_owned() {
-        Ok(p) => p,
-        Err(TryAcquireError::Closed) => return Err(closed()),
+    match state.cpu.clone().try_acquire_owned() {
+        Ok(p) => Ok(p),
+        Err(TryAcquireError::Closed) => Err(closed()),
         Err(TryAcquireError::NoPermits) => {
             struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
             impl Drop for Waiting<'_> {
@@ -94,12 +148,9 @@ where
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|_| closed())?
+                .map_err(|_| closed())
         }
-    };
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AppError::Internal(format!("worker failed: {e}")))
+    }
 }
 
 fn decode_error(key: &str, e: DecodeError) -> AppError {
@@ -273,14 +324,15 @@ pub async fn volume(state: &AppState, obj: &ObjectMeta) -> Result<Arc<DecodedVol
             Metrics::time(&state.metrics.fetch_us, t);
             Metrics::inc(&state.metrics.storage_gets);
             let failure = Arc::new(std::sync::Mutex::new(None));
-            let reader = Watched {
+            let reader: ObjectReader = Box::new(Watched {
                 inner: reader,
                 failure: failure.clone(),
                 metrics: state.metrics.clone(),
-            };
+            });
             let limits = state.limits.volume();
             let t = std::time::Instant::now();
-            let d = cpu_job(state, move || nifti::decode_reader(reader, &limits)).await?;
+            let d =
+                cpu_stream_job(state, reader, move |r| nifti::decode_reader(r, &limits)).await?;
             Metrics::time(&state.metrics.decode_us, t);
             Metrics::inc(&state.metrics.decodes);
             let v = d.map_err(|e| {
@@ -301,6 +353,12 @@ struct Watched {
     inner: ObjectReader,
     failure: Arc<std::sync::Mutex<Option<StoreError>>>,
     metrics: Arc<Metrics>,
+}
+
+impl crate::store::ObjectRead for Watched {
+    fn set_wait_guard(&mut self, guard: Box<dyn crate::store::WaitGuard>) {
+        self.inner.set_wait_guard(guard);
+    }
 }
 
 impl std::io::Read for Watched {

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub storage_gets: AtomicU64,
     /// Bytes those GETs returned.
     pub storage_get_bytes: AtomicU64,
+    /// Times a decoder reading from the store gave its CPU worker back to wait for bytes.
+    pub store_waits: AtomicU64,
     /// Images decoded.
     pub decodes: AtomicU64,
     /// Transform chains computed (cache misses).

@@ -480,3 +480,137 @@ async fn an_s3_outage_is_503_or_cache_and_service_recovers_without_restart() {
             .await;
     assert_eq!(vol.status, 200);
 }
+
+/// An S3 store behind a faulty server, with the sample data uploaded.
+async fn faulty_s3(
+    faults: common::s3::Faults,
+    max_attempts: u32,
+) -> (common::s3::S3Server, S3Store) {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = common::s3::serve_s3_faulty(root.path(), "127.0.0.1:0", faults).await;
+    server.keep(root);
+    upload(&sdk_client(&server.endpoint), common::sample_dir(), "").await;
+    let store = S3Store::new(S3Options {
+        bucket: BUCKET.into(),
+        prefix: String::new(),
+        endpoint: Some(server.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        credentials: Some((AK.into(), SK.into())),
+        attempt_timeout: Duration::from_secs(30),
+        max_attempts,
+    })
+    .await;
+    (server, store)
+}
+
+fn metric(body: &[u8], name: &str) -> u64 {
+    let text = std::str::from_utf8(body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_store_stalled_mid_body_does_not_hold_the_cpu_worker() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let faults = common::s3::Faults {
+        stall: Some(gate.clone()),
+        stall_suffix: "subject_001/img.nii.gz".into(),
+        ..Default::default()
+    };
+    let (_server, store) = faulty_s3(faults, 2).await;
+    // One CPU worker: before decoders gave it back while waiting, a stalled body held it and
+    // every other render queued behind it until the store woke up.
+    let state = medserve::state_for_store(
+        Arc::new(store),
+        medserve::config::Limits::default(),
+        64 << 20,
+        Duration::from_secs(300),
+        medserve::catalog::CatalogFile {
+            discover: true,
+            ..Default::default()
+        },
+        1,
+    );
+    let app = medserve::build_router(state, &medserve::HttpOptions::default());
+    let uri = "/v1/datasets/segmentation/splits/train/items/subject_001/volume?size=16,16,8";
+    let volume = tokio::spawn({
+        let app = app.clone();
+        async move { common::get(&app, uri).await }
+    });
+    // The decoder has the first 4 KiB and waits for the rest, without its worker.
+    let mut waits = 0;
+    for _ in 0..400 {
+        waits = metric(
+            &common::get(&app, "/metrics").await.body,
+            "medserve_store_wait_total",
+        );
+        if waits > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        waits > 0,
+        "the volume decoder never waited for the stalled body"
+    );
+    // Liveness bound, not a speed claim: with the worker held this would wait forever.
+    let image = tokio::time::timeout(
+        Duration::from_secs(30),
+        common::get(
+            &app,
+            "/v1/datasets/medmnist/splits/train/items/HeadCT~005001/image",
+        ),
+    )
+    .await
+    .expect("a render waited for the worker a stalled store read was holding");
+    assert_eq!(image.status, 200);
+    assert!(
+        !volume.is_finished(),
+        "the volume cannot be done: its body is stalled"
+    );
+    // The store resumes; the volume completes, and equals the one read from disk.
+    gate.add_permits(1);
+    let volume = volume.await.unwrap();
+    assert_eq!(volume.status, 200);
+    let (disk, _) = common::app();
+    assert_eq!(volume.body, common::get(&disk, uri).await.body);
+}
+
+#[tokio::test]
+async fn throttled_s3_gets_are_retried_a_bounded_number_of_times() {
+    let faults = common::s3::Faults::default();
+    let (gets, fail_next) = (faults.gets.clone(), faults.fail_next.clone());
+    let (_server, store) = faulty_s3(faults, 3).await;
+    let app = medserve::build_router(common::state(Arc::new(store)), &Default::default());
+    let image = |id: &str| format!("/v1/datasets/medmnist/splits/train/items/{id}/image");
+    let count = || gets.load(std::sync::atomic::Ordering::SeqCst);
+    // The catalog (listings and the Decathlon dataset.json files) is read first, unthrottled.
+    assert_eq!(common::get(&app, "/v1/datasets").await.status, 200);
+
+    // Two 503 SlowDown answers, then the object: the SDK's standard retry (exponential backoff
+    // with jitter) gets it on the third attempt, and the client never sees the throttling.
+    fail_next.store(2, std::sync::atomic::Ordering::SeqCst);
+    let before = count();
+    let r = common::get(&app, &image("HeadCT~005001")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        count() - before,
+        3,
+        "two throttled attempts and one that succeeded"
+    );
+
+    // Throttled beyond the attempt budget: exactly 3 GETs, then a 503 that says when to retry.
+    fail_next.store(100, std::sync::atomic::Ordering::SeqCst);
+    let before = count();
+    let r = common::get(&app, &image("HeadCT~005002")).await;
+    let j = common::assert_problem(&r, 503, "storage-unavailable");
+    assert!(!r.header("retry-after").is_empty(), "{j}");
+    assert_eq!(count() - before, 3, "retries are bounded by max_attempts");
+
+    // The store recovers: the same request succeeds without a restart.
+    fail_next.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(common::get(&app, &image("HeadCT~005002")).await.status, 200);
+}

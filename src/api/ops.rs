@@ -88,6 +88,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         m.storage_get_bytes.load(Ordering::Relaxed),
     );
     counter(
+        "medserve_store_wait_total",
+        "Times a decoder streaming from the store gave its CPU worker back to wait for bytes.",
+        m.store_waits.load(Ordering::Relaxed),
+    );
+    counter(
         "medserve_decode_total",
         "Images and volumes decoded.",
         m.decodes.load(Ordering::Relaxed),

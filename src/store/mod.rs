@@ -82,7 +82,24 @@ pub trait ObjectStore: Send + Sync + Debug {
 
 /// Longest key we accept, as S3 does.
 /// A blocking reader of one object's bytes.
-pub type ObjectReader = Box<dyn std::io::Read + Send>;
+pub type ObjectReader = Box<dyn ObjectRead>;
+
+/// A blocking object reader that may wait for the network.
+pub trait ObjectRead: std::io::Read + Send {
+    /// Installs `guard` around the reader's waits for bytes that have not arrived. Readers that
+    /// never wait on anything but the disk (local files) ignore it.
+    fn set_wait_guard(&mut self, _guard: Box<dyn WaitGuard>) {}
+}
+
+impl ObjectRead for std::fs::File {}
+
+/// Told when a reader starts and stops waiting for the network, so its caller can give up a
+/// CPU slot while there is nothing to compute (a trickling store then cannot hold every
+/// worker).
+pub trait WaitGuard: Send {
+    fn waiting(&mut self);
+    fn resumed(&mut self);
+}
 
 /// Why an [`ObjectReader`] stopped: carried inside `io::Error` so decoders, which only see
 /// `io::Read`, pass it through, and callers can tell a broken store (503) or an oversized
@@ -117,6 +134,12 @@ impl<R> LimitedReader<R> {
             read: 0,
             max_bytes,
         }
+    }
+}
+
+impl<R: ObjectRead> ObjectRead for LimitedReader<R> {
+    fn set_wait_guard(&mut self, guard: Box<dyn WaitGuard>) {
+        self.inner.set_wait_guard(guard);
     }
 }
 

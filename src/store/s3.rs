@@ -19,7 +19,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    LimitedReader, ObjectMeta, ObjectReader, ObjectStore, StoreError, validate_key, validate_prefix,
+    LimitedReader, ObjectMeta, ObjectRead, ObjectReader, ObjectStore, ReadFailure, StoreError,
+    WaitGuard, validate_key, validate_prefix,
 };
 
 /// How to reach a bucket.
@@ -34,7 +35,8 @@ pub struct S3Options {
     pub region: Option<String>,
     /// Static credentials; `None` = the standard AWS credential chain.
     pub credentials: Option<(String, String)>,
-    /// Per-attempt timeout for one S3 call.
+    /// Per-attempt timeout for one S3 call, and the longest wait for the next bytes of an
+    /// object being read.
     pub attempt_timeout: Duration,
     /// Attempts per call (the SDK retries throttling and 5xx with backoff and jitter).
     pub max_attempts: u32,
@@ -46,6 +48,74 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Longest wait for the next bytes of a body being read.
+    stall: Duration,
+}
+
+/// A blocking reader over an S3 body, for `spawn_blocking` decoders. Bytes already received
+/// are taken without blocking; only when none are there does it block on the runtime, telling
+/// its [`WaitGuard`] first, and for at most `stall` (then the store counts as down: 503).
+struct BodyReader {
+    body: aws_sdk_s3::primitives::ByteStream,
+    chunk: Bytes,
+    done: bool,
+    handle: tokio::runtime::Handle,
+    stall: Duration,
+    key: String,
+    guard: Option<Box<dyn WaitGuard>>,
+}
+
+impl BodyReader {
+    fn next_chunk(&mut self) -> std::io::Result<()> {
+        use futures::FutureExt;
+        let next = match self.body.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if let Some(g) = self.guard.as_mut() {
+                    g.waiting();
+                }
+                let waited = self
+                    .handle
+                    .block_on(tokio::time::timeout(self.stall, self.body.next()));
+                if let Some(g) = self.guard.as_mut() {
+                    g.resumed();
+                }
+                waited.map_err(|_| {
+                    std::io::Error::other(ReadFailure(StoreError::Unavailable(format!(
+                        "S3 sent no bytes of '{}' for {:?}",
+                        self.key, self.stall
+                    ))))
+                })?
+            }
+        };
+        match next {
+            None => self.done = true,
+            Some(Ok(b)) => self.chunk = b,
+            Some(Err(e)) => {
+                return Err(std::io::Error::other(ReadFailure(StoreError::Unavailable(
+                    format!("S3 body of '{}': {e}", self.key),
+                ))));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() && !self.done {
+            self.next_chunk()?;
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+impl ObjectRead for BodyReader {
+    fn set_wait_guard(&mut self, guard: Box<dyn WaitGuard>) {
+        self.guard = Some(guard);
+    }
 }
 
 impl S3Store {
@@ -116,6 +186,7 @@ impl S3Store {
             client: Client::from_conf(b.build()),
             bucket: opts.bucket,
             prefix,
+            stall: opts.attempt_timeout,
         }
     }
 
@@ -236,8 +307,15 @@ impl ObjectStore for S3Store {
         max_bytes: u64,
     ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
         let (meta, body) = self.get_object(key, max_bytes).await?;
-        // The body keeps streaming on the runtime while the blocking reader consumes it.
-        let body = tokio_util::io::SyncIoBridge::new(body.into_async_read());
+        let body = BodyReader {
+            body,
+            chunk: Bytes::new(),
+            done: false,
+            handle: tokio::runtime::Handle::current(),
+            stall: self.stall,
+            key: key.to_string(),
+            guard: None,
+        };
         let reader: ObjectReader = Box::new(LimitedReader::new(body, key, max_bytes));
         Ok((meta, reader))
     }

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -18,10 +20,15 @@ pub struct S3Server {
     pub endpoint: String,
     _root: Option<tempfile::TempDir>,
     /// The accept loop and every connection, so `stop` can end them all, as a crash would.
-    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl S3Server {
+    /// Keeps `root` alive as long as the server.
+    pub fn keep(&mut self, root: tempfile::TempDir) {
+        self._root = Some(root);
+    }
+
     /// Stops accepting and drops every open connection.
     pub fn stop(&self) {
         for t in self.tasks.lock().unwrap().drain(..) {
@@ -56,15 +63,46 @@ pub async fn serve_s3_slow(
     root: &Path,
     addr: &str,
     delay: Duration,
-    gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    gets: Arc<AtomicUsize>,
 ) -> S3Server {
+    serve_s3_faulty(
+        root,
+        addr,
+        Faults {
+            delay,
+            gets,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// What a faulty S3 server does to object GETs (listings, HEADs and PUTs are left alone).
+#[derive(Default, Clone)]
+pub struct Faults {
+    /// Wait before answering.
+    pub delay: Duration,
+    /// Counts the object GETs that arrived (answered or failed).
+    pub gets: Arc<AtomicUsize>,
+    /// The next this-many object GETs answer `503 SlowDown`, as S3 does when throttling.
+    pub fail_next: Arc<AtomicUsize>,
+    /// When set, bodies of keys ending in `stall_suffix` send their first 4 KiB, then wait
+    /// for a permit of this semaphore before sending the rest: a store that stops mid-body.
+    pub stall: Option<Arc<tokio::sync::Semaphore>>,
+    pub stall_suffix: String,
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<bytes::Bytes, s3s::StdError>;
+
+/// [`serve_s3`] with [`Faults`].
+pub async fn serve_s3_faulty(root: &Path, addr: &str, faults: Faults) -> S3Server {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut b = s3s::service::S3ServiceBuilder::new(fs);
     b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
     let service = b.build();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let conns = tasks.clone();
     let accept = tokio::spawn(async move {
         loop {
@@ -72,26 +110,20 @@ pub async fn serve_s3_slow(
                 return;
             };
             let svc = service.clone();
-            let gets = gets.clone();
-            let slow =
+            let faults = faults.clone();
+            let faulty =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let svc = svc.clone();
+                    let faults = faults.clone();
                     // `/bucket/key` is an object; `/bucket?list-type=2` a listing.
+                    let path = req.uri().path().to_string();
                     let object_get = req.method() == hyper::Method::GET
-                        && req.uri().path().trim_start_matches('/').contains('/');
-                    if object_get {
-                        gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    async move {
-                        if object_get && !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
-                        }
-                        hyper::service::Service::call(&svc, req).await
-                    }
+                        && path.trim_start_matches('/').contains('/');
+                    async move { answer(svc, req, object_get, &path, faults).await }
                 });
             let conn = tokio::spawn(async move {
                 let _ = ConnBuilder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(sock), slow)
+                    .serve_connection(TokioIo::new(sock), faulty)
                     .await;
             });
             conns.lock().unwrap().push(conn.abort_handle());
@@ -103,6 +135,68 @@ pub async fn serve_s3_slow(
         _root: None,
         tasks,
     }
+}
+
+async fn answer(
+    svc: s3s::service::S3Service,
+    req: hyper::Request<hyper::body::Incoming>,
+    object_get: bool,
+    path: &str,
+    faults: Faults,
+) -> Result<hyper::Response<BoxBody>, s3s::HttpError> {
+    use http_body_util::BodyExt;
+    if object_get {
+        faults.gets.fetch_add(1, Ordering::SeqCst);
+        if !faults.delay.is_zero() {
+            tokio::time::sleep(faults.delay).await;
+        }
+        let throttled = faults
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if throttled {
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                        <Message>Please reduce your request rate.</Message></Error>";
+            let body = http_body_util::Full::new(bytes::Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed();
+            return Ok(hyper::Response::builder()
+                .status(503)
+                .header("content-type", "application/xml")
+                .body(body)
+                .unwrap());
+        }
+    }
+    let res = hyper::service::Service::call(&svc, req).await?;
+    let stall = match &faults.stall {
+        Some(gate) if object_get && path.ends_with(&faults.stall_suffix) => gate.clone(),
+        _ => return Ok(res.map(|b| b.boxed())),
+    };
+    let (parts, body) = res.into_parts();
+    let all = body
+        .collect()
+        .await
+        .map_err(s3s::HttpError::new)?
+        .to_bytes();
+    let head = all.slice(..all.len().min(4096));
+    let rest = all.slice(head.len()..);
+    let frames = futures::stream::unfold(0u8, move |step| {
+        let (head, rest, stall) = (head.clone(), rest.clone(), stall.clone());
+        async move {
+            match step {
+                0 => Some((Ok(hyper::body::Frame::data(head)), 1)),
+                1 => {
+                    stall.acquire().await.unwrap().forget();
+                    Some((Ok(hyper::body::Frame::data(rest)), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    Ok(hyper::Response::from_parts(
+        parts,
+        http_body_util::StreamBody::new(frames).boxed(),
+    ))
 }
 
 pub fn sdk_client(endpoint: &str) -> aws_sdk_s3::Client {
