@@ -16,31 +16,21 @@ fi
 cargo build --locked --quiet --bin medserve
 bin="$PWD/target/debug/medserve"
 work=$(mktemp -d)
-api_port=$(free_port); denied_port=$(free_port); page_port=$(free_port)
-
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_started; rm -rf "$work"' EXIT
 
 "$bin" sample-data "$work/data" >/dev/null
-"$bin" serve --data "$work/data" --listen "127.0.0.1:$api_port" >"$work/api.log" 2>&1 &
-pids+=($!)
-"$bin" serve --data "$work/data" --listen "127.0.0.1:$denied_port" \
-  --cors-origins "https://viewer.example.org" >"$work/denied.log" 2>&1 &
-pids+=($!)
+serve_medserve "$bin" "$work/api.log" --data "$work/data"
+api=$MEDSERVE_URL
+serve_medserve "$bin" "$work/denied.log" --data "$work/data" --cors-origins "https://viewer.example.org"
+denied=$MEDSERVE_URL
 mkdir -p "$work/page"
 cp tests/browser/viewer.html "$work/page/"
+page_port=$(free_port)
 python3 -m http.server "$page_port" --bind 127.0.0.1 --directory "$work/page" >"$work/page.log" 2>&1 &
-pids+=($!)
+started $!
+wait_http "http://127.0.0.1:$page_port/" $! || { cat "$work/page.log"; exit 1; }
 
-for port in "$api_port" "$denied_port" "$page_port"; do
-  wait_http "http://127.0.0.1:$port/" || { cat "$work"/*.log; exit 1; }
-done
-
-url="http://127.0.0.1:$page_port/viewer.html?api=http://127.0.0.1:$api_port&denied=http://127.0.0.1:$denied_port"
+url="http://127.0.0.1:$page_port/viewer.html?api=$api&denied=$denied"
 timeout 60 "$chrome" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --user-data-dir="$work/profile" --virtual-time-budget=15000 --dump-dom "$url" \

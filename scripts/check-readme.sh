@@ -9,18 +9,11 @@ cd "$(dirname "$0")/.."
 cargo build --locked --quiet --bin medserve
 bin="$PWD/target/debug/medserve"
 work=$(mktemp -d)
-port=$(free_port)
+trap 'stop_started; rm -rf "$work"' EXIT
 
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-(cd "$work" && exec "$bin" serve --listen "127.0.0.1:$port") >"$work/server.log" 2>&1 &
-pid=$!
-wait_http "http://127.0.0.1:$port/readyz" "$pid" || { cat "$work/server.log"; exit 1; }
+# No --data: the built-in sample data, as `cargo run --release` serves it.
+serve_medserve "$bin" "$work/server.log" --sample-dir "$work/medserve-sample-data"
+port=${MEDSERVE_URL##*:}
 
 mapfile -t lines < <(grep -E '^\s*curl ' README.md)
 [ "${#lines[@]}" -gt 0 ] || { echo "no curl lines in README.md"; exit 1; }

@@ -13,34 +13,17 @@ cd "$(dirname "$0")/.."
 
 examples=${ST_EXAMPLES:-50}
 venv="$PWD/target/st"
-if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
-  rm -rf "$venv"
-  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-    apt_install python3-venv
-  fi
-  log "creating $venv"
-  mkdir -p "$(dirname "$venv")"
-  python3 -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tools/requirements-schemathesis.txt
+python_venv "$venv" tools/requirements-schemathesis.txt
 
 # Release: large generated sizes (256^3 x 4 channels) must answer within schemathesis's
 # 10 s request timeout, which a debug build does not.
 cargo build --locked --release --quiet --bin medserve
 bin="$PWD/target/release/medserve"
 work=$(mktemp -d)
-port=$(free_port)
-pid=""
-cleanup() {
-  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_started; rm -rf "$work"' EXIT
 
 "$bin" sample-data "$work/data" >/dev/null
-"$bin" serve --data "$work/data" --listen "127.0.0.1:$port" >"$work/server.log" 2>&1 &
-pid=$!
-wait_http "http://127.0.0.1:$port/readyz" "$pid" || { cat "$work/server.log"; exit 1; }
+serve_medserve "$bin" "$work/server.log" --data "$work/data"
 
 total=0
 runs=0
@@ -48,7 +31,7 @@ run_pass() {
   local name=$1 config=$2
   shift 2
   local out="$work/st-$name.txt"
-  local args=(run openapi.yaml --url "http://127.0.0.1:$port" --checks all
+  local args=(run openapi.yaml --url "$MEDSERVE_URL" --checks all
     --generation-deterministic --max-examples "$examples" --no-color "$@")
   local st=("$venv/bin/st")
   if [ -n "$config" ]; then st+=(--config-file "$config"); fi
@@ -71,7 +54,7 @@ run_pass any-ids ""
 run_pass ct-subject tools/schemathesis/items.toml --include-path-regex 'items'
 run_pass mri-4d tools/schemathesis/mri4d.toml --include-path-regex 'slice|volume'
 run_pass decathlon-ct tools/schemathesis/decathlon-ct.toml --include-path-regex 'slice|volume'
-if ! kill -0 "$pid" 2>/dev/null; then
+if ! kill -0 "$MEDSERVE_PID" 2>/dev/null; then
   echo "the server died during the run"; tail -n 40 "$work/server.log"; exit 1
 fi
 echo "schemathesis: $runs passed ($total generated cases, 0 failures)"

@@ -38,3 +38,45 @@ wait_http() {
     done
     return 1
 }
+
+# Processes started by `serve_medserve` (and `started`), stopped by `stop_started`: scripts
+# call it from their EXIT trap, so only what they started is ended, by PID.
+STARTED_PIDS=()
+started() { STARTED_PIDS+=("$1"); }
+stop_started() {
+    local p
+    for p in "${STARTED_PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+}
+
+# serve_medserve BIN LOG [serve flags...]: starts `BIN serve` on a free 127.0.0.1 port with
+# the flags, logging to LOG, and waits until /readyz answers. Sets MEDSERVE_URL and
+# MEDSERVE_PID; on failure prints the log and returns 1.
+serve_medserve() {
+    local bin=$1 logfile=$2 port
+    shift 2
+    port=$(free_port)
+    "$bin" serve --listen "127.0.0.1:$port" "$@" >"$logfile" 2>&1 &
+    MEDSERVE_PID=$!
+    started "$MEDSERVE_PID"
+    MEDSERVE_URL="http://127.0.0.1:$port"
+    wait_http "$MEDSERVE_URL/readyz" "$MEDSERVE_PID" || { cat "$logfile"; return 1; }
+}
+
+# python_venv DIR REQUIREMENTS: a venv at DIR (created once, then reused) with REQUIREMENTS
+# installed; Debian's python3-venv is installed first when the interpreter lacks venv.
+python_venv() {
+    local venv=$1 reqs=$2
+    if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$venv"
+        if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            apt_install python3-venv
+        fi
+        log "creating $venv"
+        mkdir -p "$(dirname "$venv")"
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
+}
