@@ -2,7 +2,8 @@
 # Runs every check medserve has: formatting, lints, all tests (unit, HTTP, S3 against a real
 # S3-protocol server, MONAI parity, OpenAPI contract, bench smoke), the README's curl examples
 # against the real binary, numpy/nibabel reading the array and NIfTI responses, schemathesis
-# against openapi.yaml, a headless-Chromium CORS check, and the container files.
+# against openapi.yaml, a 60 s mixed load test, a headless-Chromium CORS check, and the
+# container files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,10 @@ echo "== numpy and nibabel read the responses"
 scripts/check-python.sh 2>&1 | tee -a "$log"
 echo "== schemathesis against openapi.yaml"
 scripts/check-schemathesis.sh 2>&1 | tee -a "$log"
+echo "== mixed load, 60 s x 64 connections (0 errors, RSS under the cache cap + 256 MiB)"
+LOAD_SKIP_BUILD=1 scripts/load-mix.sh 2>&1 | tee "$log.load"
+grep -q '^load-mix: .* 0 errors' "$log.load" && echo "load test: 1 passed" | tee -a "$log"
+rm -f "$log.load"
 echo "== headless browser (CORS)"
 scripts/check-browser.sh 2>&1 | tee -a "$log"
 echo "== container files"
