@@ -45,10 +45,21 @@ STARTED_PIDS=()
 started() { STARTED_PIDS+=("$1"); }
 stop_started() {
     local p
-    for p in "${STARTED_PIDS[@]}"; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
+    for p in "${STARTED_PIDS[@]}"; do stop_pid "$p"; done
+}
+
+# stop_pid PID: SIGTERM, up to 5 s for a graceful exit, then SIGKILL; reaps it.
+stop_pid() {
+    local pid=$1
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
 }
 
 # serve_medserve BIN LOG [serve flags...]: starts `BIN serve` on a free 127.0.0.1 port with

@@ -100,17 +100,7 @@ stop_sampler() {
 cleanup() {
     local rc=$?
     stop_sampler
-    if [[ -n ${SERVER_PID} ]] && kill -0 "${SERVER_PID}" 2>/dev/null; then
-        kill -TERM "${SERVER_PID}" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "${SERVER_PID}" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "${SERVER_PID}" 2>/dev/null; then
-            kill -KILL "${SERVER_PID}" 2>/dev/null || true
-        fi
-        wait "${SERVER_PID}" 2>/dev/null || true
-    fi
+    if [[ -n ${SERVER_PID} ]]; then stop_pid "${SERVER_PID}"; fi
     if [[ ${rc} -ne 0 && -f ${WORK}/server.log ]]; then
         echo "--- server log (last 30 lines) ---" >&2
         tail -n 30 "${WORK}/server.log" >&2 || true

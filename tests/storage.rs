@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use common::s3::{AK, BUCKET, SK, s3_store, sdk_client, start_s3, upload};
-use medserve::store::{LocalStore, ObjectStore, S3Options, S3Store, StoreError};
+use common::s3::{BUCKET, s3_store, s3_store_with, sdk_client, start_s3, upload};
+use medserve::store::{LocalStore, ObjectStore, S3Store, StoreError};
 
 /// More than one page of ListObjectsV2 (1000 keys), so pagination is exercised.
 const MANY: usize = 1050;
@@ -253,15 +253,12 @@ async fn s3_unreachable_is_unavailable_not_a_hang() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let store = S3Store::new(S3Options {
-        bucket: BUCKET.into(),
-        prefix: String::new(),
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        region: Some("us-east-1".into()),
-        credentials: Some((AK.into(), SK.into())),
-        attempt_timeout: Duration::from_secs(2),
-        max_attempts: 1,
-    })
+    let store = s3_store_with(
+        &format!("http://127.0.0.1:{port}"),
+        "",
+        Duration::from_secs(2),
+        1,
+    )
     .await;
     assert!(matches!(
         store.ping().await,
@@ -412,16 +409,7 @@ async fn an_s3_outage_is_503_or_cache_and_service_recovers_without_restart() {
     let addr = server.endpoint.trim_start_matches("http://").to_string();
     let client = sdk_client(&server.endpoint);
     upload(&client, common::sample_dir(), "").await;
-    let store = S3Store::new(S3Options {
-        bucket: BUCKET.into(),
-        prefix: String::new(),
-        endpoint: Some(server.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        credentials: Some((AK.into(), SK.into())),
-        attempt_timeout: Duration::from_secs(2),
-        max_attempts: 2,
-    })
-    .await;
+    let store = s3_store_with(&server.endpoint, "", Duration::from_secs(2), 2).await;
     let s = common::state(Arc::new(store));
     let app = medserve::build_router(s, &medserve::HttpOptions::default());
     let item = "/v1/datasets/medmnist/splits/train/items/HeadCT~005001";
@@ -490,16 +478,7 @@ async fn faulty_s3(
     let mut server = common::s3::serve_s3_faulty(root.path(), "127.0.0.1:0", faults).await;
     server.keep(root);
     upload(&sdk_client(&server.endpoint), common::sample_dir(), "").await;
-    let store = S3Store::new(S3Options {
-        bucket: BUCKET.into(),
-        prefix: String::new(),
-        endpoint: Some(server.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        credentials: Some((AK.into(), SK.into())),
-        attempt_timeout: Duration::from_secs(30),
-        max_attempts,
-    })
-    .await;
+    let store = s3_store_with(&server.endpoint, "", Duration::from_secs(30), max_attempts).await;
     (server, store)
 }
 

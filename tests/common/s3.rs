@@ -261,14 +261,24 @@ pub async fn upload(client: &aws_sdk_s3::Client, dir: &Path, prefix: &str) {
 }
 
 pub async fn s3_store(endpoint: &str, prefix: &str) -> S3Store {
+    s3_store_with(endpoint, prefix, Duration::from_secs(10), 2).await
+}
+
+/// The test bucket below `prefix` at `endpoint`, with the given S3 timeout and attempts.
+pub async fn s3_store_with(
+    endpoint: &str,
+    prefix: &str,
+    attempt_timeout: Duration,
+    max_attempts: u32,
+) -> S3Store {
     S3Store::new(S3Options {
         bucket: BUCKET.into(),
         prefix: prefix.into(),
         endpoint: Some(endpoint.into()),
         region: Some("us-east-1".into()),
         credentials: Some((AK.into(), SK.into())),
-        attempt_timeout: Duration::from_secs(10),
-        max_attempts: 2,
+        attempt_timeout,
+        max_attempts,
     })
     .await
 }
