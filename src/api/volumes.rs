@@ -695,6 +695,27 @@ fn parse_volume(
     })
 }
 
+/// The slice route's query parsing as `get_slice` runs it, before the store is touched. For
+/// fuzz/fuzz_targets/query.rs only; not part of the API.
+#[doc(hidden)]
+pub fn fuzz_parse_slice(q: RawPairs, headers: &HeaderMap) -> Result<(), AppError> {
+    let p = Params::new(q, SLICE_PARAMS)?;
+    parse_slice(&p, headers).map(drop)
+}
+
+/// The volume routes' query parsing as `volume_response` runs it (`fixed`: the format of a
+/// `.nii.gz`/`.nii`/`.npy`/`.npz` alias route), before the store is touched. For
+/// fuzz/fuzz_targets/query.rs only; not part of the API.
+#[doc(hidden)]
+pub fn fuzz_parse_volume(
+    q: RawPairs,
+    state: &AppState,
+    fixed: Option<VolumeFormat>,
+) -> Result<(), AppError> {
+    let p = Params::new(q, VOLUME_PARAMS)?;
+    parse_volume(&p, state, fixed).map(drop)
+}
+
 async fn volume_response(
     state: AppState,
     path: (String, String, String),
