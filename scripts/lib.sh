@@ -91,3 +91,23 @@ python_venv() {
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
 }
+
+# load_prereqs TOOL...: the load scripts' common start: the named tools must exist, wrk is
+# installed from Debian when missing, and target/release/medserve is built unless
+# LOAD_SKIP_BUILD=1. Sets BIN.
+load_prereqs() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || {
+            echo "error: $tool is required" >&2
+            exit 1
+        }
+    done
+    command -v wrk >/dev/null 2>&1 || apt_install wrk
+    if [[ ${LOAD_SKIP_BUILD:-0} != 1 ]]; then
+        log "cargo build --release --locked"
+        cargo build --release --locked
+    fi
+    # shellcheck disable=SC2034 # read by the calling script
+    BIN="$PWD/target/release/medserve"
+}

@@ -67,19 +67,7 @@ export LOAD_MIX_SEED="${MIX_SEED}"
 # shellcheck source=scripts/lib.sh disable=SC1091 # followed with shellcheck -x
 . scripts/lib.sh
 
-for tool in curl python3 awk; do
-    command -v "$tool" >/dev/null || {
-        echo "error: $tool is required" >&2
-        exit 1
-    }
-done
-command -v wrk >/dev/null 2>&1 || apt_install wrk
-
-if [[ ${LOAD_SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build --release --locked"
-    cargo build --release --locked
-fi
-BIN="$PWD/target/release/medserve"
+load_prereqs curl python3 awk
 LUA="$PWD/tools/load_mix.lua"
 [[ -x ${BIN} ]] || {
     echo "error: ${BIN} is missing (run without LOAD_SKIP_BUILD=1)" >&2

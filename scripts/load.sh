@@ -45,19 +45,7 @@ fi
 
 . scripts/lib.sh
 
-for tool in curl python3; do
-    command -v "$tool" >/dev/null || {
-        echo "error: $tool is required" >&2
-        exit 1
-    }
-done
-command -v wrk >/dev/null 2>&1 || apt_install wrk
-
-if [[ ${LOAD_SKIP_BUILD:-0} != 1 ]]; then
-    log "cargo build --release --locked"
-    cargo build --release --locked
-fi
-BIN="$PWD/target/release/medserve"
+load_prereqs curl python3
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
