@@ -27,7 +27,9 @@ pub use state::AppState;
 
 use catalog::{Catalog, CatalogFile};
 use config::{Config, DataRoot, Limits};
-use store::{LocalStore, ObjectStore, S3Options, S3Store};
+use store::{LocalStore, ObjectStore};
+#[cfg(feature = "s3")]
+use store::{S3Options, S3Store};
 
 /// Builds the shared state over any store.
 pub fn state_for_store(
@@ -64,6 +66,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>>
             }
             Arc::new(LocalStore::new(dir)?)
         }
+        #[cfg(not(feature = "s3"))]
+        DataRoot::S3 { .. } => anyhow::bail!(
+            "--data: this medserve was built without S3 support (cargo feature `s3`, on by default)"
+        ),
+        #[cfg(feature = "s3")]
         DataRoot::S3 { bucket, prefix } => Arc::new(
             S3Store::new(S3Options {
                 bucket: bucket.clone(),

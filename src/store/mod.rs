@@ -11,9 +11,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub mod local;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 pub use local::LocalStore;
+#[cfg(feature = "s3")]
 pub use s3::{S3Options, S3Store};
 
 /// What a listing or `head` tells about one object.
