@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Largest output side a volume's `size` may ask for (256^3 float32 is 64 MiB a channel).
     #[arg(long, env = "MEDSERVE_MAX_VOLUME_SIDE", default_value_t = 256)]
     pub max_volume_side: usize,
+    /// Largest array a volume response may carry, in MiB as sent (float32 images, uint8 or
+    /// float32 masks); larger ones answer 422 asking for a smaller `size`.
+    #[arg(long, env = "MEDSERVE_MAX_OUTPUT_MB", default_value_t = 1024)]
+    pub max_output_mb: u64,
     /// Largest `limit` of an item listing page.
     #[arg(long, env = "MEDSERVE_MAX_PAGE", default_value_t = 1000)]
     pub max_page: usize,
@@ -175,6 +179,8 @@ pub struct Limits {
     pub max_volume_bytes: u64,
     pub max_output_side: usize,
     pub max_volume_side: usize,
+    /// Largest array (as sent) in one volume response.
+    pub max_output_bytes: u64,
     pub max_page: usize,
     /// CPU jobs allowed to wait for a worker before new ones are refused with 503.
     pub max_queue: usize,
@@ -199,6 +205,7 @@ impl Default for Limits {
             max_volume_bytes: 2048 << 20,
             max_output_side: 4096,
             max_volume_side: 256,
+            max_output_bytes: 1024 << 20,
             max_page: 1000,
             max_queue: 1024,
         }
@@ -331,6 +338,10 @@ impl Config {
             format!("--max-volume-side: {} must be 1..=65536", a.max_volume_side),
         );
         check(
+            (1..=1 << 24).contains(&a.max_output_mb),
+            format!("--max-output-mb: {} must be 1..=16777216", a.max_output_mb),
+        );
+        check(
             a.max_body_kb <= 1 << 20,
             format!("--max-body-kb: {} must be 0..=1048576", a.max_body_kb),
         );
@@ -404,6 +415,7 @@ impl Config {
                 max_volume_bytes: a.max_volume_mb << 20,
                 max_output_side: a.max_output_side,
                 max_volume_side: a.max_volume_side,
+                max_output_bytes: a.max_output_mb << 20,
                 max_page: a.max_page,
                 max_queue: a.max_queue,
             },
@@ -476,6 +488,14 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert!(matches!(c.data, DataRoot::Sample(_)));
         assert_eq!(c.cors, CorsOrigins::Any);
+        assert_eq!(
+            c.limits.max_output_bytes,
+            Limits::default().max_output_bytes
+        );
+        let c = Config::from_args(&args(&["--max-output-mb", "3"])).unwrap();
+        assert_eq!(c.limits.max_output_bytes, 3 << 20);
+        let errs = Config::from_args(&args(&["--max-output-mb", "0"])).unwrap_err();
+        assert!(errs[0].contains("--max-output-mb"), "{errs:?}");
     }
 
     #[test]

@@ -976,6 +976,50 @@ async fn volume_size_errors() {
 }
 
 #[tokio::test]
+async fn volume_arrays_beyond_max_output_are_refused_before_they_are_computed() {
+    // The sample CT is 64x64x24: 384 KiB as float32, 96 KiB as a uint8 mask.
+    let limits = medserve::config::Limits {
+        max_output_bytes: 200_000,
+        ..Default::default()
+    };
+    let (app, state) = common::app_with_limits(limits);
+    let transforms = || state.metrics.transforms.load(Ordering::Relaxed);
+    let before = transforms();
+    for (query, object) in [
+        ("", SPLEEN_IMG),
+        ("?format=nii.gz", SPLEEN_IMG),
+        ("?part=both&format=npz", SPLEEN_IMG),
+        ("?part=label&format=f32", SPLEEN_LAB),
+        ("?size=64,64,24", SPLEEN_IMG),
+    ] {
+        let r = get(&app, &format!("{SPLEEN}/volume{query}")).await;
+        let j = assert_problem(&r, 422, "object-too-large");
+        assert_eq!(j["object"], object, "{query}: {j}");
+        let detail = j["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("64x64x24") && detail.contains("--max-output-mb"),
+            "{query}: {detail}"
+        );
+        assert!(detail.contains("size=X,Y,Z"), "{detail}");
+    }
+    assert_eq!(
+        transforms(),
+        before,
+        "nothing is transformed for a refused response"
+    );
+    // Within the bound: a smaller grid, or the native mask as uint8.
+    for query in [
+        "?size=32,32,12",
+        "?part=label",
+        "?part=both&format=npz&size=32,32,24",
+    ] {
+        get_ok(&app, &format!("{SPLEEN}/volume{query}")).await;
+    }
+    // Slices are never that large.
+    get_ok(&app, &format!("{SPLEEN}/slice?format=npy")).await;
+}
+
+#[tokio::test]
 async fn volume_labels_select_and_binarise() {
     let (app, _) = app();
     let lab = u8_voxels(&sample_vol(SPLEEN_LAB));

@@ -764,6 +764,7 @@ async fn volume_response(
     if response::not_modified(&headers, &etag) {
         return Ok(response::data_not_modified(&etag));
     }
+    check_output_size(&state, it, &img, lab.as_deref(), &vq)?;
     let image = if wants_image {
         Some(pipeline::volume_image(&state, it, vq.chain).await?)
     } else {
@@ -838,6 +839,48 @@ async fn volume_response(
         },
         &etag,
     ))
+}
+
+/// A volume response is built whole in memory (the transformed array, then its encoding), and
+/// a small file can decode to a native grid of gigabytes as float32: each array it would carry
+/// is bounded by `--max-output-mb` before anything is computed.
+fn check_output_size(
+    state: &AppState,
+    it: &Item,
+    img: &DecodedVolume,
+    lab: Option<&DecodedVolume>,
+    vq: &VolumeQuery,
+) -> Result<(), AppError> {
+    let grid = vq.chain.size.unwrap_or(img.volume.header.spatial);
+    let voxels = grid.iter().map(|&d| d as u64).product::<u64>();
+    let max = state.limits.max_output_bytes;
+    let mut arrays = Vec::new();
+    if vq.part != VolumePart::Label {
+        let c = img.volume.header.channels as u64;
+        arrays.push((&it.image.key, "image", voxels * c * 4));
+    }
+    if let (Some(l), Some(key)) = (lab, it.label.as_ref().map(|l| &l.key)) {
+        let width = if vq.format == VolumeFormat::F32 { 4 } else { 1 };
+        let c = l.volume.header.channels as u64;
+        arrays.push((key, "mask", voxels * c * width));
+    }
+    match arrays.into_iter().find(|a| a.2 > max) {
+        None => Ok(()),
+        Some((key, what, bytes)) => Err(AppError::TooLarge {
+            key: key.clone(),
+            message: format!(
+                "on the {}x{}x{} grid its {what} would be {} MiB as sent, and this server sends \
+                 at most {} MiB per array (--max-output-mb); ask for a smaller grid with \
+                 size=X,Y,Z (each side at most {})",
+                grid[0],
+                grid[1],
+                grid[2],
+                bytes.div_ceil(1 << 20),
+                max >> 20,
+                state.limits.max_volume_side
+            ),
+        }),
+    }
 }
 
 /// Fast gzip: the body is made per request, and level 1 costs a fraction of level 6 for

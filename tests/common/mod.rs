@@ -30,9 +30,14 @@ pub fn sample_dir() -> &'static Path {
 
 /// State over any store, with test-friendly settings.
 pub fn state(store: Arc<dyn ObjectStore>) -> AppState {
+    state_with_limits(store, Limits::default())
+}
+
+/// State over any store, with test-friendly settings and the given limits.
+pub fn state_with_limits(store: Arc<dyn ObjectStore>, limits: Limits) -> AppState {
     state_for_store(
         store,
-        Limits::default(),
+        limits,
         64 << 20,
         Duration::from_secs(300),
         CatalogFile {
@@ -46,6 +51,13 @@ pub fn state(store: Arc<dyn ObjectStore>) -> AppState {
 /// The app over the sample data in a local folder.
 pub fn app() -> (Router, AppState) {
     app_on(sample_dir())
+}
+
+/// The app over the sample data with the given limits.
+pub fn app_with_limits(limits: Limits) -> (Router, AppState) {
+    let store = LocalStore::new(sample_dir()).expect("store");
+    let s = state_with_limits(Arc::new(store), limits);
+    (build_router(s.clone(), &HttpOptions::default()), s)
 }
 
 /// The app over a given folder.
