@@ -4,7 +4,8 @@
 # schema-valid requests accepted, schema-invalid ones rejected) against the real release
 # binary on the sample data. Four passes: every operation with generated ids (mostly 404s
 # that still exercise validation), then the item routes on a 3D CT, a 4D MRI and a
-# Decathlon CT that exist (tools/schemathesis/*.toml). Deterministic generation, so a CI
+# Decathlon CT that exist (tools/schemathesis/*.toml); then two on a server with API keys,
+# with and without the key. Deterministic generation, so a CI
 # failure reproduces locally with the same command. Fails on any failure or error.
 # Python packages: tools/requirements-schemathesis.txt, in a venv under target/st.
 set -euo pipefail
@@ -54,6 +55,17 @@ run_pass any-ids ""
 run_pass ct-subject tools/schemathesis/items.toml --include-path-regex 'items'
 run_pass mri-4d tools/schemathesis/mri4d.toml --include-path-regex 'slice|volume'
 run_pass decathlon-ct tools/schemathesis/decathlon-ct.toml --include-path-regex 'slice|volume'
+if ! kill -0 "$MEDSERVE_PID" 2>/dev/null; then
+  echo "the server died during the run"; tail -n 40 "$work/server.log"; exit 1
+fi
+
+# The same server with API keys: every operation with the key (it must be accepted
+# everywhere), then without it (every protected route answers its documented 401).
+stop_pid "$MEDSERVE_PID"
+key="schemathesis-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+serve_medserve "$bin" "$work/server.log" --data "$work/data" --api-keys "$key"
+run_pass api-key "" -H "Authorization: Bearer $key"
+run_pass no-key "" --max-examples 20
 if ! kill -0 "$MEDSERVE_PID" 2>/dev/null; then
   echo "the server died during the run"; tail -n 40 "$work/server.log"; exit 1
 fi
