@@ -2,11 +2,11 @@
 # Attacks the API contract with schemathesis (property-based requests generated from
 # openapi.yaml, every check on: server errors, status codes, response schemas and headers,
 # schema-valid requests accepted, schema-invalid ones rejected) against the real release
-# binary on the sample data. Four passes: every operation with generated ids (mostly 404s
+# binary on the sample data. Six passes: every operation with generated ids (mostly 404s
 # that still exercise validation), then the item routes on a 3D CT, a 4D MRI and a
-# Decathlon CT that exist (tools/schemathesis/*.toml); then two on a server with API keys,
-# with and without the key. Deterministic generation, so a CI
-# failure reproduces locally with the same command. Fails on any failure or error.
+# Decathlon CT that exist (tools/schemathesis/*.toml), then every operation on a server with
+# API keys, with and without the key. Deterministic generation, so a CI failure reproduces
+# locally with the same command. Fails on any failure or error.
 # Python packages: tools/requirements-schemathesis.txt, in a venv under target/st.
 set -euo pipefail
 cd "$(dirname "$0")/.."
