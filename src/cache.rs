@@ -1,23 +1,163 @@
-//! In-memory cache of decoded and transformed data (moka), weighted by bytes.
+//! In-memory cache of decoded and transformed data (moka), weighted by bytes, and the typed
+//! keys that name its entries and the HTTP ETags derived from them.
 //!
-//! Keys are `(object key @ object version, canonical transform string)`, so a changed object
-//! never serves an old entry. `get_or_compute` is single-flight: concurrent requests for a
-//! missing key run the computation once and all receive its result (moka's `try_get_with`).
-//! One cache holds every kind of entry (2D tensors, decoded volumes in their stored type,
-//! transformed volumes, masks, rendered slices), so one byte budget covers them all.
+//! A [`CacheKey`] is `(stage, objects at their versions, canonical transform)`, built from
+//! [`Canonical`] values, never from `Debug` output, so renaming a Rust item never changes a
+//! key or an ETag and a changed object never serves an old entry. A [`Key<T>`] adds the type
+//! of the entry: [`ArrayCache::get_or_compute`] hands back an `Arc<T>` for a `Key<T>`, so
+//! asking for the wrong kind of entry is a compile error. `get_or_compute` is single-flight:
+//! concurrent requests for a missing key run the computation once and all receive its result
+//! (moka's `try_get_with`). One cache holds every kind of entry, so one byte budget covers
+//! them all. This module knows nothing of HTTP.
 
-use std::any::Any;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use ndarray::ArrayD;
 
-use crate::error::AppError;
+use crate::catalog::ids::fnv1a;
 use crate::imaging::ImageInfo;
+use crate::imaging::encode::Encoded;
+use crate::imaging::stats::DecodedVolume;
+use crate::store::ObjectMeta;
 
-/// What the cache can hold: anything that knows its size.
-pub trait Entry: Any + Send + Sync {
-    /// Approximate memory held, in bytes.
-    fn bytes(&self) -> usize;
+/// A value's stable text for keys and ETags: equal for equal meaning, written by hand so that
+/// it only changes when the meaning does.
+pub trait Canonical {
+    /// Appends the canonical text to `out`.
+    fn write_canonical(&self, out: &mut String);
+
+    /// The canonical text.
+    fn canonical(&self) -> String {
+        let mut s = String::new();
+        self.write_canonical(&mut s);
+        s
+    }
+}
+
+impl<T: Canonical> Canonical for Option<T> {
+    fn write_canonical(&self, out: &mut String) {
+        match self {
+            Some(v) => v.write_canonical(out),
+            None => out.push('-'),
+        }
+    }
+}
+
+impl Canonical for &str {
+    fn write_canonical(&self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+/// The stages whose results are cached (or, for responses, whose ETags are derived).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// A 2D image decoded.
+    Decoded,
+    /// A 2D image through its chain.
+    Image,
+    /// A NIfTI object decoded (voxels in their stored type).
+    Volume,
+    /// A volume through the 3D chain.
+    VolumeImage,
+    /// A mask resized and selected.
+    Mask,
+    /// A rendered slice, encoded.
+    Slice,
+    /// A whole response body (ETag only; not cached).
+    Response,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Decoded => "decoded",
+            Stage::Image => "image",
+            Stage::Volume => "volume",
+            Stage::VolumeImage => "volume-image",
+            Stage::Mask => "mask",
+            Stage::Slice => "slice",
+            Stage::Response => "response",
+        }
+    }
+}
+
+/// What names one result: the stage, every object it is computed from at the version the
+/// store listed, and the canonical text of the transform.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    stage: Stage,
+    /// `(key, version)` of each source object, image first.
+    objects: Vec<(String, String)>,
+    transform: String,
+}
+
+impl CacheKey {
+    /// The key of `transform` at `stage` over `objects`.
+    pub fn new<'a>(
+        stage: Stage,
+        objects: impl IntoIterator<Item = &'a ObjectMeta>,
+        transform: &impl Canonical,
+    ) -> Self {
+        CacheKey {
+            stage,
+            objects: objects
+                .into_iter()
+                .map(|o| (o.key.clone(), o.version.clone()))
+                .collect(),
+            transform: transform.canonical(),
+        }
+    }
+
+    /// A strong HTTP ETag for this result sent as `format`, plus our version so a new release
+    /// never reuses an old tag.
+    pub fn etag(&self, format: &str) -> String {
+        let mut text = String::from(env!("CARGO_PKG_VERSION"));
+        let mut part = |p: &str| {
+            text.push('\u{1f}');
+            text.push_str(p);
+        };
+        part(self.stage.name());
+        for (k, v) in &self.objects {
+            part(k);
+            part(v);
+        }
+        part(&self.transform);
+        part(format);
+        format!("\"{:016x}\"", fnv1a(text.as_bytes()))
+    }
+
+    /// The label of this key in logs.
+    pub fn transform(&self) -> &str {
+        &self.transform
+    }
+}
+
+/// A [`CacheKey`] for entries of type `T`.
+#[derive(Debug)]
+pub struct Key<T> {
+    key: CacheKey,
+    _entry: PhantomData<fn() -> T>,
+}
+
+impl<T: Cached> Key<T> {
+    /// The typed key of `transform` at `stage` over `objects`.
+    pub fn new<'a>(
+        stage: Stage,
+        objects: impl IntoIterator<Item = &'a ObjectMeta>,
+        transform: &impl Canonical,
+    ) -> Self {
+        Key {
+            key: CacheKey::new(stage, objects, transform),
+            _entry: PhantomData,
+        }
+    }
+
+    /// The untyped key (for the ETag).
+    pub fn untyped(&self) -> &CacheKey {
+        &self.key
+    }
 }
 
 /// A cached float array and, for decoded images, what the file's header said.
@@ -27,41 +167,69 @@ pub struct Tensor {
     pub data: ArrayD<f32>,
 }
 
-impl Entry for Tensor {
-    fn bytes(&self) -> usize {
-        self.data.len() * std::mem::size_of::<f32>()
-    }
-}
-
 /// A cached mask.
 #[derive(Debug)]
 pub struct Mask(pub ArrayD<u8>);
 
-impl Entry for Mask {
+/// Every kind of entry the cache holds.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Tensor(Arc<Tensor>),
+    Mask(Arc<Mask>),
+    Volume(Arc<DecodedVolume>),
+    Encoded(Arc<Encoded>),
+}
+
+impl Entry {
+    /// Approximate memory held, in bytes.
     fn bytes(&self) -> usize {
-        self.0.len()
+        match self {
+            Entry::Tensor(t) => t.data.len() * std::mem::size_of::<f32>(),
+            Entry::Mask(m) => m.0.len(),
+            Entry::Volume(v) => v.volume.voxels.byte_len(),
+            Entry::Encoded(e) => e.body.len(),
+        }
     }
 }
 
-/// A cached encoded body (rendered slices).
-#[derive(Debug)]
-pub struct Body(pub bytes::Bytes);
-
-impl Entry for Body {
-    fn bytes(&self) -> usize {
-        self.0.len()
-    }
+/// A type the cache can hold: one variant of [`Entry`].
+pub trait Cached: Sized + Send + Sync + 'static {
+    /// The variant's tag, part of the moka key, so entries of two types never share a key.
+    const KIND: u8;
+    fn wrap(v: Arc<Self>) -> Entry;
+    fn unwrap(e: Entry) -> Option<Arc<Self>>;
 }
+
+macro_rules! cached {
+    ($($t:ident = $kind:literal),*) => {$(
+        impl Cached for $t {
+            const KIND: u8 = $kind;
+            fn wrap(v: Arc<Self>) -> Entry {
+                Entry::$t(v)
+            }
+            fn unwrap(e: Entry) -> Option<Arc<Self>> {
+                match e {
+                    Entry::$t(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+// The variant names the type: `Volume` is the decoded volume.
+type Volume = DecodedVolume;
+cached!(Tensor = 0, Mask = 1, Volume = 2, Encoded = 3);
 
 /// moka weighs in u32, so entries are weighed in KiB (bytes would overflow at 4 GiB).
-fn weight_kib(e: &Arc<dyn Entry>) -> u32 {
+fn weight_kib(e: &Entry) -> u32 {
     u32::try_from((e.bytes() + 512).div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 /// The cache.
 #[derive(Clone)]
 pub struct ArrayCache {
-    inner: moka::future::Cache<String, Arc<dyn Entry>>,
+    inner: moka::future::Cache<(u8, CacheKey), Entry>,
 }
 
 impl std::fmt::Debug for ArrayCache {
@@ -72,39 +240,38 @@ impl std::fmt::Debug for ArrayCache {
     }
 }
 
+/// An entry under a key of its type was of another type: impossible, since the type's tag is
+/// part of the key; reported rather than panicking.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("cache entry of an unexpected type")]
+pub struct KindMismatch;
+
 impl ArrayCache {
     /// A cache holding at most `capacity_bytes`.
     pub fn new(capacity_bytes: u64) -> Self {
         let inner = moka::future::Cache::builder()
             .max_capacity((capacity_bytes / 1024).max(1))
-            .weigher(|_k: &String, v: &Arc<dyn Entry>| weight_kib(v))
+            .weigher(|_k: &(u8, CacheKey), v: &Entry| weight_kib(v))
             .build();
         ArrayCache { inner }
     }
 
     /// The cached value for `key`, computing it (once, however many ask at the same time) when
     /// missing. Errors are not cached.
-    pub async fn get_or_compute<T, F>(&self, key: String, compute: F) -> Result<Arc<T>, AppError>
+    pub async fn get_or_compute<T, E, F>(&self, key: Key<T>, compute: F) -> Result<Arc<T>, E>
     where
-        T: Entry,
-        F: std::future::Future<Output = Result<T, AppError>>,
+        T: Cached,
+        E: Clone + From<KindMismatch> + Send + Sync + 'static,
+        F: std::future::Future<Output = Result<T, E>>,
     {
         let entry = self
             .inner
-            .try_get_with(key, async move {
-                compute.await.map(|v| Arc::new(v) as Arc<dyn Entry>)
+            .try_get_with((T::KIND, key.key), async move {
+                compute.await.map(|v| T::wrap(Arc::new(v)))
             })
             .await
-            .map_err(|e: Arc<AppError>| (*e).clone())?;
-        let any: Arc<dyn Any + Send + Sync> = entry;
-        any.downcast::<T>()
-            .map_err(|_| AppError::Internal("cache entry of an unexpected type".into()))
-    }
-
-    /// The cached value for `key`, if present and of type `T`.
-    pub async fn get<T: Entry>(&self, key: &str) -> Option<Arc<T>> {
-        let any: Arc<dyn Any + Send + Sync> = self.inner.get(key).await?;
-        any.downcast::<T>().ok()
+            .map_err(|e: Arc<E>| (*e).clone())?;
+        T::unwrap(entry).ok_or_else(|| E::from(KindMismatch))
     }
 
     /// Number of entries (after pending maintenance).
@@ -117,5 +284,65 @@ impl ArrayCache {
     pub async fn weighted_kib(&self) -> u64 {
         self.inner.run_pending_tasks().await;
         self.inner.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct T(&'static str);
+    impl Canonical for T {
+        fn write_canonical(&self, out: &mut String) {
+            out.push_str(self.0);
+        }
+    }
+
+    fn obj(key: &str, version: &str) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size: 1,
+            version: version.into(),
+        }
+    }
+
+    #[test]
+    fn etags_follow_every_part_of_the_key() {
+        let a = obj("a.png", "1");
+        let base = CacheKey::new(Stage::Image, [&a], &T("x")).etag("png");
+        assert_eq!(base, CacheKey::new(Stage::Image, [&a], &T("x")).etag("png"));
+        for other in [
+            CacheKey::new(Stage::Image, [&a], &T("y")).etag("png"),
+            CacheKey::new(Stage::Image, [&a], &T("x")).etag("npy"),
+            CacheKey::new(Stage::Slice, [&a], &T("x")).etag("png"),
+            CacheKey::new(Stage::Image, [&obj("a.png", "2")], &T("x")).etag("png"),
+            CacheKey::new(Stage::Image, [&a, &a], &T("x")).etag("png"),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert!(base.starts_with('"') && base.ends_with('"'));
+    }
+
+    #[tokio::test]
+    async fn entries_of_two_types_never_share_a_key() {
+        let cache = ArrayCache::new(1 << 20);
+        let a = obj("a", "1");
+        let t: Arc<Tensor> = cache
+            .get_or_compute::<_, KindMismatch, _>(Key::new(Stage::Image, [&a], &T("x")), async {
+                Ok(Tensor {
+                    info: None,
+                    data: ArrayD::zeros(vec![2]),
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(t.data.len(), 2);
+        let m: Arc<Mask> = cache
+            .get_or_compute::<_, KindMismatch, _>(Key::new(Stage::Image, [&a], &T("x")), async {
+                Ok(Mask(ArrayD::zeros(vec![3])))
+            })
+            .await
+            .unwrap();
+        assert_eq!(m.0.len(), 3);
     }
 }

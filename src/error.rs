@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::pipeline::PipelineError;
 use crate::store::StoreError;
 
 /// Media type of every error body.
@@ -290,6 +291,29 @@ impl From<StoreError> for AppError {
                 message: format!("{size} bytes exceeds the limit of {limit} bytes"),
             },
             StoreError::Unavailable(msg) => AppError::StorageUnavailable(msg),
+        }
+    }
+}
+
+impl From<PipelineError> for AppError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Store(e) => e.into(),
+            PipelineError::Undecodable { key, message } => AppError::Undecodable { key, message },
+            PipelineError::TooLarge { key, message } => AppError::TooLarge { key, message },
+            PipelineError::Missing {
+                what,
+                name,
+                available,
+                hint,
+            } => AppError::NotFound {
+                what,
+                name,
+                available,
+                hint,
+            },
+            PipelineError::Busy(m) => AppError::Busy(m),
+            PipelineError::Internal(m) => AppError::Internal(m),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! `main.rs` only parses flags and calls [`run`]; tests build the same router through
 //! [`build_router`] and [`AppState`].
 //!
-//! A request flows one way: api -> catalog -> store -> imaging -> cache -> response.
+//! A request flows one way: api -> pipeline -> cache (store and imaging inside) -> response;
+//! see ARCHITECTURE.md.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod imaging;
+pub mod metrics;
 pub mod pipeline;
 pub mod sample;
 pub mod state;
@@ -40,14 +42,11 @@ pub fn state_for_store(
     catalog_file: CatalogFile,
     cpu_workers: usize,
 ) -> AppState {
+    let metrics = Arc::new(metrics::Metrics::default());
     AppState {
         catalog: Arc::new(Catalog::new(store.clone(), listing_ttl, catalog_file)),
-        store,
-        cache: cache::ArrayCache::new(cache_bytes),
-        limits,
-        cpu: Arc::new(tokio::sync::Semaphore::new(cpu_workers.max(1))),
-        queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        metrics: Arc::new(state::Metrics::default()),
+        pipeline: pipeline::Pipeline::new(store, limits, cache_bytes, cpu_workers, metrics.clone()),
+        metrics,
     }
 }
 

@@ -607,10 +607,13 @@ async fn corrupt_and_oversized_objects_are_422_naming_the_object() {
 
 #[tokio::test]
 async fn objects_over_the_size_limit_are_refused_before_reading() {
-    let mut s = common::state(std::sync::Arc::new(
-        medserve::store::LocalStore::new(common::sample_dir()).unwrap(),
-    ));
-    s.limits.max_object_bytes = 100;
+    let s = common::state_with_limits(
+        std::sync::Arc::new(medserve::store::LocalStore::new(common::sample_dir()).unwrap()),
+        medserve::config::Limits {
+            max_object_bytes: 100,
+            ..Default::default()
+        },
+    );
     let app = medserve::build_router(s, &medserve::HttpOptions::default());
     let j = assert_problem(
         &get(&app, &format!("{ITEM}/image")).await,
@@ -760,34 +763,44 @@ async fn an_expired_listing_is_served_while_it_is_refreshed_in_the_background() 
     assert_eq!(seen, 2, "the background re-listing picked up the new file");
 }
 
+/// State over the sample data with one CPU worker and room for `max_queue` waiting jobs.
+fn one_worker_queue(max_queue: usize) -> medserve::AppState {
+    medserve::state_for_store(
+        std::sync::Arc::new(medserve::store::LocalStore::new(common::sample_dir()).unwrap()),
+        medserve::config::Limits {
+            max_queue,
+            ..Default::default()
+        },
+        64 << 20,
+        std::time::Duration::from_secs(300),
+        medserve::catalog::CatalogFile {
+            discover: true,
+            ..Default::default()
+        },
+        1,
+    )
+}
+
 #[tokio::test]
 async fn cpu_jobs_queue_up_to_the_limit_then_answer_503() {
-    let mut s = common::state(std::sync::Arc::new(
-        medserve::store::LocalStore::new(common::sample_dir()).unwrap(),
-    ));
-    s.limits.max_queue = 0;
-    s.cpu = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let s = one_worker_queue(0);
     let app = medserve::build_router(s.clone(), &medserve::HttpOptions::default());
     let uri = "/v1/datasets/medmnist/splits/train/items/HeadCT~005001/image?size=17,19";
     // Every worker busy (we hold the only one) and no room to wait: refused at once.
-    let held = s.cpu.clone().try_acquire_owned().unwrap();
+    let held = s.pipeline.pool().hold_worker().unwrap();
     let r = get(&app, uri).await;
     assert_problem(&r, 503, "server-busy");
     assert_eq!(r.header("retry-after"), "5");
-    assert_eq!(s.queued.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(s.pipeline.pool().queued(), 0);
     drop(held);
     assert_eq!(get(&app, uri).await.status, 200);
 }
 
 #[tokio::test]
 async fn a_queued_cpu_job_waits_for_a_worker() {
-    let mut s = common::state(std::sync::Arc::new(
-        medserve::store::LocalStore::new(common::sample_dir()).unwrap(),
-    ));
-    s.limits.max_queue = 1;
-    s.cpu = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let s = one_worker_queue(1);
     let app = medserve::build_router(s.clone(), &medserve::HttpOptions::default());
-    let held = s.cpu.clone().try_acquire_owned().unwrap();
+    let held = s.pipeline.pool().hold_worker().unwrap();
     let waiting = {
         let app = app.clone();
         tokio::spawn(async move {
@@ -800,12 +813,12 @@ async fn a_queued_cpu_job_waits_for_a_worker() {
     };
     // Bounded wait until the first job is in the queue.
     for _ in 0..2000 {
-        if s.queued.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+        if s.pipeline.pool().queued() == 1 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    assert_eq!(s.queued.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(s.pipeline.pool().queued(), 1);
     let second = get(
         &app,
         "/v1/datasets/medmnist/splits/train/items/Hand~004001/image?size=13,11",
@@ -814,7 +827,7 @@ async fn a_queued_cpu_job_waits_for_a_worker() {
     assert_problem(&second, 503, "server-busy");
     drop(held);
     assert_eq!(waiting.await.unwrap().status, 200);
-    assert_eq!(s.queued.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(s.pipeline.pool().queued(), 0);
 }
 
 #[tokio::test]

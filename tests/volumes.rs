@@ -2068,10 +2068,13 @@ async fn hostile_files_are_422_naming_the_object_and_the_server_keeps_serving() 
         &std::fs::read(fixtures().join("inputs/ct_i16_label.nii.gz")).unwrap(),
     );
 
-    let mut s = common::state(Arc::new(
-        medserve::store::LocalStore::new(dir.path()).unwrap(),
-    ));
-    s.limits.max_voxels = 10_000_000;
+    let s = common::state_with_limits(
+        Arc::new(medserve::store::LocalStore::new(dir.path()).unwrap()),
+        medserve::config::Limits {
+            max_voxels: 10_000_000,
+            ..Default::default()
+        },
+    );
     let app = medserve::build_router(s.clone(), &medserve::HttpOptions::default());
     let base = "/v1/datasets/bad/splits/train/items";
     let good = format!("{base}/good/volume.npz?part=both&size=16,16,8");

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use medserve::api::response::{self, ArrayFormat, PngWindow};
-use medserve::imaging::intensity::finite_range;
+use medserve::cache::Canonical;
+use medserve::imaging::encode::{Format, Payload};
 use medserve::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode, decode, encode};
 use medserve::pipeline::{Chain2d, Scale};
 
@@ -52,20 +52,15 @@ fuzz_target!(|data: &[u8]| {
             let out = chain.apply(&decoded);
             assert_eq!(out.shape(), [c, 8, 8]);
             // The route's PNG window: [0, 1] after min-max, the values' own range otherwise.
-            let window = match scale {
-                Scale::MinMax => PngWindow { lo: 0.0, hi: 1.0 },
-                Scale::None => {
-                    let (lo, hi) = finite_range(out.iter().copied());
-                    PngWindow {
-                        lo: lo.unwrap_or(0.0),
-                        hi: hi.unwrap_or(1.0),
-                    }
-                }
+            let payload = Payload {
+                image: Some(&out),
+                png_window: chain.png_window(&out),
+                ..Default::default()
             };
-            for format in [ArrayFormat::Png, ArrayFormat::F32, ArrayFormat::Npy] {
-                let body = response::encode_array(&out, format, window)
+            for format in [Format::Png, Format::F32, Format::Npy] {
+                let e = encode::encode(payload, format)
                     .unwrap_or_else(|e| panic!("{format:?} of a decoded image: {e}"));
-                assert!(!body.is_empty());
+                assert!(!e.body.is_empty());
             }
         }
         // A 1x1 resize (the smallest size the route accepts) and a PNG of the decoded image.

@@ -11,7 +11,7 @@
 use std::io::{Cursor, Read};
 
 use libfuzzer_sys::fuzz_target;
-use medserve::api::volumes::nifti_dims;
+use medserve::imaging::encode::nifti_dims;
 use medserve::imaging::nifti::{self, OutType, VolumeLimits, Voxels};
 use medserve::imaging::volume;
 use medserve::imaging::{ResizeMode, encode};

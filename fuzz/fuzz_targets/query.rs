@@ -1,7 +1,7 @@
 //! Query-string parsing, exactly as a request reaches it: the query of an `http::Uri` through
 //! axum's `Query::try_from_uri` (what the `RawPairs` extractor runs; its rejection becomes our
 //! error), then `Params::new` against a route's allowed names and the route's parsing: the
-//! image route (`parse_image_params`, content negotiation) and the item list (`limit`,
+//! image route (`ImageQuery`, content negotiation) and the item list (`limit`,
 //! `offset`, as `list_items` reads them). Errors must be 4xx problem+json responses, never
 //! panics. Bytes that no URI holds go straight to serde_urlencoded, the same deserializer.
 //!
@@ -9,38 +9,18 @@
 //! before the first one is the `Accept` header; without one there is no `Accept`.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
-
 use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::IntoResponse;
 use libfuzzer_sys::fuzz_target;
 use medserve::api::datasets::ITEM_LIST_PARAMS;
 use medserve::api::extract::{Params, RawPairs};
-use medserve::api::images::{IMAGE_PARAMS, parse_image_params};
-use medserve::api::response;
-use medserve::api::volumes::{self, VolumeFormat};
+use medserve::api::images::ImageQuery;
+use medserve::api::item::{QueryContext, RouteQuery};
+use medserve::cache::Canonical;
+use medserve::config::Limits;
 use medserve::error::AppError;
-use medserve::store::LocalStore;
-use medserve::{AppState, state_for_store};
-
-/// The state `parse_image_params` reads its limits from: the server's defaults, over the
-/// system's temp folder (never listed or read; nothing is created).
-fn state() -> &'static AppState {
-    static STATE: OnceLock<AppState> = OnceLock::new();
-    STATE.get_or_init(|| {
-        let store = LocalStore::new(std::env::temp_dir()).expect("temp folder as a store");
-        state_for_store(
-            Arc::new(store),
-            Default::default(),
-            1 << 20,
-            Duration::from_secs(60),
-            Default::default(),
-            1,
-        )
-    })
-}
+use medserve::pipeline::{SliceQuery, VolumeQuery};
 
 /// What the handler would answer with on this error: status, problem+json body and headers.
 fn render(e: AppError) {
@@ -55,25 +35,35 @@ fn render(e: AppError) {
     assert_eq!(resp.status(), status);
 }
 
-/// `GET .../items/{item}/image`: the handler's parsing, up to the store.
-fn image(raw: RawPairs, state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    let p = Params::new(raw, IMAGE_PARAMS)?;
-    let (chain, explicit) = parse_image_params(&p, state)?;
-    let max = state.limits.max_output_side;
-    assert!((1..=max).contains(&chain.size.0) && (1..=max).contains(&chain.size.1));
-    assert_eq!(chain.decode.max_pixels, state.limits.max_pixels);
-    let _ = chain.canonical();
-    let format = response::negotiate(explicit, headers)?;
-    if explicit.is_some() {
-        assert_eq!(Some(format), explicit);
+fn context<'a>(headers: &'a HeaderMap, limits: &'a Limits, path: &'a str) -> QueryContext<'a> {
+    QueryContext {
+        headers,
+        limits,
+        path,
     }
+}
+
+/// A route's parsing as its extractor runs it, up to the store: names, then the grammar.
+fn parse<Q: RouteQuery>(raw: RawPairs, cx: &QueryContext<'_>) -> Result<Q, AppError> {
+    let p = Params::new(raw, Q::PARAMS)?;
+    Q::parse(&p, cx)
+}
+
+/// `GET .../items/{item}/image`: the route's parsing and what it promises.
+fn image(raw: RawPairs, cx: &QueryContext<'_>) -> Result<(), AppError> {
+    let q: ImageQuery = parse(raw, cx)?;
+    let max = cx.limits.max_output_side;
+    let chain = q.chain;
+    assert!((1..=max).contains(&chain.size.0) && (1..=max).contains(&chain.size.1));
+    assert_eq!(chain.decode.max_pixels, cx.limits.max_pixels);
+    let _ = chain.canonical();
     Ok(())
 }
 
 /// `GET .../items`: the names and numbers `list_items` checks before it lists anything.
-fn items(raw: RawPairs, state: &AppState) -> Result<(), AppError> {
+fn items(raw: RawPairs, limits: &Limits) -> Result<(), AppError> {
     let p = Params::new(raw, ITEM_LIST_PARAMS)?;
-    let max = state.limits.max_page;
+    let max = limits.max_page;
     let limit = p.usize_in("limit", 100.min(max), 1, max)?;
     let offset = p.usize_in("offset", 0, 0, usize::MAX / 2)?;
     assert!((1..=max).contains(&limit) && offset <= usize::MAX / 2);
@@ -103,21 +93,30 @@ fuzz_target!(|data: &[u8]| {
         },
     };
     let pairs = raw.0;
-    let state = state();
-    if let Err(e) = items(RawPairs(pairs.clone()), state) {
+    let limits = Limits::default();
+    if let Err(e) = items(RawPairs(pairs.clone()), &limits) {
         render(e);
     }
-    if let Err(e) = image(RawPairs(pairs.clone()), state, &headers) {
+    const ITEM: &str = "/v1/datasets/d/splits/s/items/i";
+    if let Err(e) = image(
+        RawPairs(pairs.clone()),
+        &context(&headers, &limits, &format!("{ITEM}/image")),
+    ) {
         render(e);
     }
-
-    // The slice and volume routes' parsers, through their doc(hidden) wrappers.
-    for fixed in [None, Some(VolumeFormat::NiiGz), Some(VolumeFormat::Npz)] {
-        if let Err(e) = volumes::fuzz_parse_volume(RawPairs(pairs.clone()), state, fixed) {
+    // The slice and volume routes' parsers (the volume aliases fix the format by extension).
+    for ext in ["", ".nii.gz", ".npz"] {
+        let path = format!("{ITEM}/volume{ext}");
+        if let Err(e) =
+            parse::<VolumeQuery>(RawPairs(pairs.clone()), &context(&headers, &limits, &path))
+        {
             render(e);
         }
     }
-    if let Err(e) = volumes::fuzz_parse_slice(RawPairs(pairs.clone()), &headers) {
+    if let Err(e) = parse::<SliceQuery>(
+        RawPairs(pairs.clone()),
+        &context(&headers, &limits, &format!("{ITEM}/slice")),
+    ) {
         render(e);
     }
 });

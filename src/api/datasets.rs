@@ -1,7 +1,6 @@
 //! Catalog routes: datasets, splits, classes, items and item metadata.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -10,11 +9,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::extract::{Params, Path, RawPairs};
+use super::item::{ItemRequest, NoQuery, dataset, snapshot, split};
 use super::response;
-use crate::catalog::{Dataset, Item, Kind, Layout, Snapshot, Split};
+use crate::catalog::{Dataset, Item, Kind, Layout, Split};
 use crate::error::AppError;
 use crate::imaging::DecodeOptions;
-use crate::pipeline::{self, cpu_job};
 use crate::state::AppState;
 
 /// Query parameters of the item listing.
@@ -23,47 +22,8 @@ pub const ITEM_LIST_PARAMS: &[&str] = &["class", "offset", "limit"];
 /// Default page size of item listings.
 pub const DEFAULT_PAGE: usize = 100;
 
-pub(crate) async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, AppError> {
-    Ok(state.catalog.snapshot().await?)
-}
-
-pub(crate) fn dataset<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Dataset, AppError> {
-    snap.datasets.get(name).ok_or_else(|| AppError::NotFound {
-        what: "dataset",
-        name: name.into(),
-        available: snap.datasets.keys().cloned().collect(),
-        hint: None,
-    })
-}
-
-pub(crate) fn split<'a>(ds: &'a Dataset, name: &str) -> Result<&'a Split, AppError> {
-    ds.split(name).ok_or_else(|| AppError::NotFound {
-        what: "split",
-        name: name.into(),
-        available: ds.split_names(),
-        hint: None,
-    })
-}
-
-pub(crate) fn item<'a>(ds: &Dataset, sp: &'a Split, id: &str) -> Result<&'a Item, AppError> {
-    const SHOWN: usize = 20;
-    sp.item(id).ok_or_else(|| AppError::NotFound {
-        what: "item",
-        name: id.into(),
-        available: sp.items.iter().take(SHOWN).map(|i| i.id.clone()).collect(),
-        hint: (sp.items.len() > SHOWN).then(|| {
-            format!(
-                "{} items in all: page through /v1/datasets/{}/splits/{}/items",
-                sp.items.len(),
-                ds.name,
-                sp.name
-            )
-        }),
-    })
-}
-
 fn source(state: &AppState, ds: &Dataset) -> String {
-    let base = state.store.describe();
+    let base = state.catalog.source();
     let sep = if base.ends_with('/') { "" } else { "/" };
     format!("{base}{sep}{}", ds.root)
 }
@@ -242,7 +202,7 @@ pub async fn list_items(
     q: RawPairs,
 ) -> Result<Response, AppError> {
     let p = Params::new(q, ITEM_LIST_PARAMS)?;
-    let max = state.limits.max_page;
+    let max = state.pipeline.limits().max_page;
     let limit = p.usize_in("limit", DEFAULT_PAGE.min(max), 1, max)?;
     let offset = p.usize_in("offset", 0, 0, usize::MAX / 2)?;
     let snap = snapshot(&state).await?;
@@ -303,15 +263,9 @@ pub async fn list_items(
 /// `GET /v1/datasets/{dataset}/splits/{split}/items/{item}`
 pub async fn get_item(
     State(state): State<AppState>,
-    Path((name, split_name, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    q: RawPairs,
+    req: ItemRequest<NoQuery>,
 ) -> Result<Response, AppError> {
-    Params::new(q, &[])?;
-    let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
-    let sp = split(ds, &split_name)?;
-    let it = item(ds, sp, &id)?;
+    let (ds, sp, it) = (req.item.dataset(), req.item.split(), req.item.item());
     let mut body = item_summary(ds, sp, it);
     let mut objects = vec![json!({
         "role": "image",
@@ -326,46 +280,59 @@ pub async fn get_item(
     body["split"] = json!(sp.name);
     body["kind"] = json!(ds.kind);
     body["objects"] = json!(objects);
-    if ds.kind == Kind::Classification {
-        // The default image chain decodes the same way, so this shares its cache entry.
-        let opts = DecodeOptions::monai(state.limits.max_pixels);
-        let decoded = pipeline::decoded(&state, it, opts).await?;
-        body["image"] = json!(decoded.info);
-    } else {
-        let (img, lab) = pipeline::volume_pair(&state, it, true).await?;
-        let stats = {
-            let (img, lab) = (img.clone(), lab.clone());
-            cpu_job(&state, move || (img.range(), lab.map(|l| l.label_counts()))).await?
-        };
-        let h = &img.volume.header;
-        body["volume"] = json!({
-            "format": if h.version == 2 { "nifti2" } else { "nifti1" },
-            "shape": h.spatial,
-            "channels": h.channels,
-            "dtype": h.dtype.name(),
-            "byte_order": if h.big_endian { "big" } else { "little" },
-            "spacing": h.pixdim,
-            "affine": h.affine,
-            "affine_source": h.affine_source.name(),
-            "orientation": h.orientation().iter().collect::<String>(),
-            "scl_slope": h.scl_slope,
-            "scl_inter": h.scl_inter,
-            "intensity": stats.0.map(|(min, max)| json!({"min": min, "max": max})),
-        });
-        if let (Some(lab), Some(counts)) = (&lab, stats.1) {
-            let key = it.label.as_ref().map(|l| l.key.clone()).unwrap_or_default();
-            let counts = counts.map_err(|message| AppError::Undecodable { key, message })?;
-            let lh = &lab.volume.header;
-            body["label"] = json!({
-                "shape": lh.spatial,
-                "dtype": lh.dtype.name(),
-                "values": counts.iter().map(|&(v, n)| json!({
-                    "value": v,
-                    "voxels": n,
-                    "name": ds.labels.get(&v.to_string()),
-                })).collect::<Vec<_>>(),
-            });
+    match ds.kind {
+        Kind::Classification => {
+            // The default image chain decodes the same way, so this shares its cache entry.
+            let opts = DecodeOptions::monai(state.pipeline.limits().max_pixels);
+            let decoded = state.pipeline.decoded(it, opts).await?;
+            body["image"] = json!(decoded.info);
         }
+        Kind::Segmentation => volume_metadata(&state, ds, it, &mut body).await?,
     }
-    Ok(response::json(&headers, &body))
+    Ok(response::json(&req.headers, &body))
+}
+
+/// The `volume` and `label` members of a segmentation item: header facts and statistics.
+async fn volume_metadata(
+    state: &AppState,
+    ds: &Dataset,
+    it: &Item,
+    body: &mut Value,
+) -> Result<(), AppError> {
+    let (img, lab) = state.pipeline.volume_pair(it, true).await?;
+    let stats = {
+        let (img, lab) = (img.clone(), lab.clone());
+        let job = move || (img.range(), lab.map(|l| l.label_counts()));
+        state.pipeline.pool().run(job).await?
+    };
+    let h = &img.volume.header;
+    body["volume"] = json!({
+        "format": if h.version == 2 { "nifti2" } else { "nifti1" },
+        "shape": h.spatial,
+        "channels": h.channels,
+        "dtype": h.dtype.name(),
+        "byte_order": if h.big_endian { "big" } else { "little" },
+        "spacing": h.pixdim,
+        "affine": h.affine,
+        "affine_source": h.affine_source.name(),
+        "orientation": h.orientation().iter().collect::<String>(),
+        "scl_slope": h.scl_slope,
+        "scl_inter": h.scl_inter,
+        "intensity": stats.0.map(|(min, max)| json!({"min": min, "max": max})),
+    });
+    if let (Some(lab), Some(counts)) = (&lab, stats.1) {
+        let key = it.label.as_ref().map(|l| l.key.clone()).unwrap_or_default();
+        let counts = counts.map_err(|message| AppError::Undecodable { key, message })?;
+        let lh = &lab.volume.header;
+        body["label"] = json!({
+            "shape": lh.spatial,
+            "dtype": lh.dtype.name(),
+            "values": counts.iter().map(|&(v, n)| json!({
+                "value": v,
+                "voxels": n,
+                "name": ds.labels.get(&v.to_string()),
+            })).collect::<Vec<_>>(),
+        });
+    }
+    Ok(())
 }

@@ -2,17 +2,16 @@
 //! (`LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`), as PNG, f32 or npy.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::datasets::{dataset, item, snapshot, split};
-use super::extract::{Params, Path, RawPairs, parse_digits};
-use super::response::{self, ArrayFormat, PngWindow};
-use crate::catalog::Kind;
+use super::extract::{Params, parse_digits};
+use super::item::{Images, ItemRequest, QueryContext, RouteQuery};
+use super::response::{self, ARRAY_FORMATS};
 use crate::error::AppError;
-use crate::imaging::intensity::finite_range;
+use crate::imaging::encode::Format;
 use crate::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode};
-use crate::pipeline::{self, Chain2d, Scale, cpu_job};
+use crate::pipeline::image::image_etag;
+use crate::pipeline::{Chain2d, Scale};
 use crate::state::AppState;
 
 /// The seed's `Resize((64, 64))`.
@@ -36,111 +35,84 @@ fn parse_size(v: &str, max: usize) -> Result<(usize, usize), AppError> {
     Ok((h, w))
 }
 
-/// The image's query parameters.
-pub const IMAGE_PARAMS: &[&str] = &["size", "mode", "scale", "channels", "palette", "format"];
+/// The image route's query: the chain and the format (explicit, else from `Accept`).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageQuery {
+    pub chain: Chain2d,
+    pub format: Format,
+}
 
-/// Turns the query into a chain and an optional explicit format.
-pub fn parse_image_params(
-    p: &Params,
-    state: &AppState,
-) -> Result<(Chain2d, Option<ArrayFormat>), AppError> {
-    let size = match p.get("size") {
-        None => DEFAULT_SIZE,
-        Some(v) => parse_size(v, state.limits.max_output_side)?,
-    };
-    let mode = p.choice(
-        "mode",
-        ResizeMode::Area,
-        &[
-            ("area", ResizeMode::Area),
-            ("nearest", ResizeMode::Nearest),
-            ("bilinear", ResizeMode::Linear),
-        ],
-    )?;
-    let scale = p.choice(
-        "scale",
-        Scale::MinMax,
-        &[("minmax", Scale::MinMax), ("none", Scale::None)],
-    )?;
-    let monai = DecodeOptions::monai(state.limits.max_pixels);
-    let channels = p.choice(
-        "channels",
-        monai.channels,
-        &[
-            ("native", ChannelMode::Native),
-            ("1", ChannelMode::Luminance),
-        ],
-    )?;
-    let palette = p.choice(
-        "palette",
-        monai.palette,
-        &[
-            ("index", PaletteMode::Indices),
-            ("expand", PaletteMode::Expand),
-        ],
-    )?;
-    let format = match p.get("format") {
-        None => None,
-        Some(_) => Some(p.choice("format", ArrayFormat::Png, &ArrayFormat::CHOICES)?),
-    };
-    let chain = Chain2d {
-        decode: DecodeOptions {
-            channels,
-            palette,
-            ..monai
-        },
-        size,
-        mode,
-        scale,
-    };
-    Ok((chain, format))
+impl RouteQuery for ImageQuery {
+    const PARAMS: &'static [&'static str] =
+        &["size", "mode", "scale", "channels", "palette", "format"];
+
+    fn parse(p: &Params, cx: &QueryContext<'_>) -> Result<Self, AppError> {
+        let size = match p.get("size") {
+            None => DEFAULT_SIZE,
+            Some(v) => parse_size(v, cx.limits.max_output_side)?,
+        };
+        let mode = p.choice(
+            "mode",
+            ResizeMode::Area,
+            &[
+                ("area", ResizeMode::Area),
+                ("nearest", ResizeMode::Nearest),
+                ("bilinear", ResizeMode::Linear),
+            ],
+        )?;
+        let scale = p.choice(
+            "scale",
+            Scale::MinMax,
+            &[("minmax", Scale::MinMax), ("none", Scale::None)],
+        )?;
+        let monai = DecodeOptions::monai(cx.limits.max_pixels);
+        let channels = p.choice(
+            "channels",
+            monai.channels,
+            &[
+                ("native", ChannelMode::Native),
+                ("1", ChannelMode::Luminance),
+            ],
+        )?;
+        let palette = p.choice(
+            "palette",
+            monai.palette,
+            &[
+                ("index", PaletteMode::Indices),
+                ("expand", PaletteMode::Expand),
+            ],
+        )?;
+        let explicit = match p.get("format") {
+            None => None,
+            Some(_) => Some(p.choice("format", Format::Png, &Format::choices(&ARRAY_FORMATS))?),
+        };
+        let chain = Chain2d {
+            decode: DecodeOptions {
+                channels,
+                palette,
+                ..monai
+            },
+            size,
+            mode,
+            scale,
+        };
+        let format = response::negotiate(explicit, cx.headers)?;
+        Ok(ImageQuery { chain, format })
+    }
 }
 
 /// `GET /v1/datasets/{dataset}/splits/{split}/items/{item}/image`
 pub async fn get_image(
     State(state): State<AppState>,
-    Path((name, split_name, id)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    q: RawPairs,
+    req: ItemRequest<ImageQuery, Images>,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, IMAGE_PARAMS)?;
-    let (chain, explicit) = parse_image_params(&p, &state)?;
-    let format = response::negotiate(explicit, &headers)?;
-    let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
-    let sp = split(ds, &split_name)?;
-    let it = item(ds, sp, &id)?;
-    if ds.kind != Kind::Classification {
-        return Err(AppError::NotApplicable(format!(
-            "dataset '{}' holds 3D volumes; 2D images come from classification datasets",
-            ds.name
-        )));
-    }
-    let canonical = chain.canonical();
-    let etag = response::array_etag(&[&it.image.key, &it.image.version, &canonical], format);
-    if response::not_modified(&headers, &etag) {
-        return Ok(response::data_not_modified(&etag));
-    }
-    let t = pipeline::transformed(&state, it, chain).await?;
-    let shape = t.data.shape().to_vec();
-    let window = match chain.scale {
-        Scale::MinMax => PngWindow { lo: 0.0, hi: 1.0 },
-        // Unscaled values are stretched over their own range for display.
-        Scale::None => {
-            let (lo, hi) = finite_range(t.data.iter().copied());
-            PngWindow {
-                lo: lo.unwrap_or(0.0),
-                hi: hi.unwrap_or(1.0),
-            }
-        }
-    };
-    let body = cpu_job(&state, move || {
-        response::encode_array(&t.data, format, window)
+    let ImageQuery { chain, format } = req.query;
+    let it = req.item.item();
+    let etag = image_etag(it, chain, format);
+    response::conditional(&req.headers, &etag, &it.id, async {
+        state.pipeline.image(it, chain, format).await
     })
-    .await??;
-    Ok(response::array_response(
-        body, format, &shape, &etag, &it.id,
-    ))
+    .await
 }
 
 #[cfg(test)]

@@ -17,11 +17,15 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::CorsOrigins;
 use crate::error::AppError;
+use crate::pipeline::{SliceQuery, VolumeQuery};
 use crate::state::AppState;
+use images::ImageQuery;
+use item::RouteQuery;
 
 pub mod datasets;
 pub mod extract;
 pub mod images;
+pub mod item;
 pub mod ops;
 pub mod response;
 pub mod volumes;
@@ -34,6 +38,15 @@ pub struct Route {
     pub query: &'static [&'static str],
     pub handler: MethodRouter<AppState>,
 }
+
+/// The volume route and its aliases, whose extension fixes the format.
+const VOLUME_PATHS: [&str; 5] = [
+    "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume",
+    "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.nii.gz",
+    "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.nii",
+    "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.npy",
+    "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.npz",
+];
 
 /// Every route we serve. `build_router` mounts exactly these; the contract test checks that
 /// openapi.yaml names exactly these.
@@ -50,7 +63,7 @@ pub fn routes() -> Vec<Route> {
         query,
         handler,
     };
-    vec![
+    let mut table = vec![
         r("/", Method::GET, get(ops::index)),
         r("/healthz", Method::GET, get(ops::healthz)),
         r("/readyz", Method::GET, get(ops::readyz)),
@@ -87,46 +100,26 @@ pub fn routes() -> Vec<Route> {
         q(
             "/v1/datasets/{dataset}/splits/{split}/items/{item}/image",
             Method::GET,
-            images::IMAGE_PARAMS,
+            ImageQuery::PARAMS,
             get(images::get_image),
         ),
         q(
             "/v1/datasets/{dataset}/splits/{split}/items/{item}/slice",
             Method::GET,
-            volumes::SLICE_PARAMS,
+            SliceQuery::PARAMS,
             get(volumes::get_slice),
         ),
-        q(
-            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume",
+    ];
+    // One handler: an alias fixes the format by its extension.
+    for path in VOLUME_PATHS {
+        table.push(q(
+            path,
             Method::GET,
-            volumes::VOLUME_PARAMS,
+            VolumeQuery::PARAMS,
             get(volumes::get_volume),
-        ),
-        q(
-            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.nii.gz",
-            Method::GET,
-            volumes::VOLUME_PARAMS,
-            get(volumes::get_volume_nii_gz),
-        ),
-        q(
-            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.nii",
-            Method::GET,
-            volumes::VOLUME_PARAMS,
-            get(volumes::get_volume_nii),
-        ),
-        q(
-            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.npy",
-            Method::GET,
-            volumes::VOLUME_PARAMS,
-            get(volumes::get_volume_npy),
-        ),
-        q(
-            "/v1/datasets/{dataset}/splits/{split}/items/{item}/volume.npz",
-            Method::GET,
-            volumes::VOLUME_PARAMS,
-            get(volumes::get_volume_npz),
-        ),
-    ]
+        ));
+    }
+    table
 }
 
 /// HTTP-level options that are not part of the handlers' state.

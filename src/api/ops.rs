@@ -1,7 +1,5 @@
 //! Operational routes: index, health, readiness, the spec, metrics, catalog refresh.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,10 +43,10 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`: the store answers.
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, AppError> {
-    state.store.ping().await?;
+    state.catalog.ping().await?;
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        axum::Json(json!({"status": "ready", "store": state.store.describe()})),
+        axum::Json(json!({"status": "ready", "store": state.catalog.source()})),
     )
         .into_response())
 }
@@ -70,61 +68,10 @@ pub async fn openapi() -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.metrics;
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, v: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-        ));
-    };
-    counter(
-        "medserve_storage_get_total",
-        "Whole-object GETs sent to the store.",
-        m.storage_gets.load(Ordering::Relaxed),
-    );
-    counter(
-        "medserve_storage_get_bytes_total",
-        "Bytes returned by whole-object GETs.",
-        m.storage_get_bytes.load(Ordering::Relaxed),
-    );
-    counter(
-        "medserve_store_wait_total",
-        "Times a decoder streaming from the store gave its CPU worker back to wait for bytes.",
-        m.store_waits.load(Ordering::Relaxed),
-    );
-    counter(
-        "medserve_decode_total",
-        "Images and volumes decoded.",
-        m.decodes.load(Ordering::Relaxed),
-    );
-    counter(
-        "medserve_transform_total",
-        "Transform chains computed (cache misses).",
-        m.transforms.load(Ordering::Relaxed),
-    );
-    out.push_str(
-        "# HELP medserve_stage_seconds_total Time spent per stage of cache misses: fetch (store \
-         GETs), decode, transform (resize and scale), encode (response bodies).\n\
-         # TYPE medserve_stage_seconds_total counter\n",
-    );
-    for (stage, c) in [
-        ("fetch", &m.fetch_us),
-        ("decode", &m.decode_us),
-        ("transform", &m.transform_us),
-        ("encode", &m.encode_us),
-    ] {
-        out.push_str(&format!(
-            "medserve_stage_seconds_total{{stage=\"{stage}\"}} {:.6}\n",
-            c.load(Ordering::Relaxed) as f64 / 1e6
-        ));
-    }
-    let entries = state.cache.entry_count().await;
-    let kib = state.cache.weighted_kib().await;
-    out.push_str(&format!(
-        "# HELP medserve_cache_entries Arrays held in the cache.\n# TYPE medserve_cache_entries gauge\nmedserve_cache_entries {entries}\n\
-         # HELP medserve_cache_bytes Approximate bytes held in the cache.\n# TYPE medserve_cache_bytes gauge\nmedserve_cache_bytes {}\n",
-        kib * 1024
-    ));
+    let cache = state.pipeline.cache();
+    let out = state
+        .metrics
+        .render(cache.entry_count().await, cache.weighted_kib().await * 1024);
     (
         StatusCode::OK,
         [

@@ -1,15 +1,15 @@
 //! Building responses: content negotiation, strong ETags with `If-None-Match` -> 304,
-//! `Cache-Control`, and the array encodings.
+//! `Cache-Control`, and data responses from encoded bodies.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ndarray::ArrayD;
 use serde::Serialize;
 
 use crate::catalog::ids::fnv1a;
 use crate::error::AppError;
-use crate::imaging::encode;
+use crate::imaging::encode::{Encoded, Format};
+use crate::pipeline::PipelineError;
 
 /// `X-Shape`: the array's shape, comma-separated.
 pub const X_SHAPE: HeaderName = HeaderName::from_static("x-shape");
@@ -22,55 +22,17 @@ pub const CACHE_DATA: &str = "public, max-age=300";
 /// Cache policy of listings: always revalidate (cheap, thanks to the ETag).
 pub const CACHE_LISTING: &str = "no-cache";
 
-/// How an array is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArrayFormat {
-    /// 8-bit PNG for eyes.
-    Png,
-    /// Raw little-endian float32, C order, shape in `X-Shape`.
-    F32,
-    /// NumPy `.npy` v1.
-    Npy,
-}
-
-impl ArrayFormat {
-    /// The `format` parameter's values.
-    pub const CHOICES: [(&'static str, ArrayFormat); 3] = [
-        ("png", ArrayFormat::Png),
-        ("f32", ArrayFormat::F32),
-        ("npy", ArrayFormat::Npy),
-    ];
-
-    /// Media type.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            ArrayFormat::Png => "image/png",
-            ArrayFormat::F32 => "application/octet-stream",
-            ArrayFormat::Npy => "application/x-npy",
-        }
-    }
-
-    /// The `format` value.
-    pub fn name(self) -> &'static str {
-        match self {
-            ArrayFormat::Png => "png",
-            ArrayFormat::F32 => "f32",
-            ArrayFormat::Npy => "npy",
-        }
-    }
-}
+/// The formats of a single array (the image and slice routes), in `format` parameter order.
+pub const ARRAY_FORMATS: [Format; 3] = [Format::Png, Format::F32, Format::Npy];
 
 /// Chooses the format: an explicit `format` parameter wins; otherwise the `Accept` header,
 /// by quality; no `Accept` (or `*/*`) means PNG.
-pub fn negotiate(
-    explicit: Option<ArrayFormat>,
-    headers: &HeaderMap,
-) -> Result<ArrayFormat, AppError> {
+pub fn negotiate(explicit: Option<Format>, headers: &HeaderMap) -> Result<Format, AppError> {
     if let Some(f) = explicit {
         return Ok(f);
     }
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return Ok(ArrayFormat::Png);
+        return Ok(Format::Png);
     };
     let mut ranges: Vec<(f32, usize, String)> = accept
         .split(',')
@@ -88,9 +50,9 @@ pub fn negotiate(
     ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     for (_, _, media) in &ranges {
         let f = match media.as_str() {
-            "image/png" | "image/*" | "*/*" => Some(ArrayFormat::Png),
-            "application/octet-stream" => Some(ArrayFormat::F32),
-            "application/x-npy" | "application/*" => Some(ArrayFormat::Npy),
+            "image/png" | "image/*" | "*/*" => Some(Format::Png),
+            "application/octet-stream" => Some(Format::F32),
+            "application/x-npy" | "application/*" => Some(Format::Npy),
             _ => None,
         };
         if let Some(f) = f {
@@ -98,22 +60,11 @@ pub fn negotiate(
         }
     }
     Err(AppError::NotAcceptable {
-        available: ArrayFormat::CHOICES
+        available: ARRAY_FORMATS
             .iter()
-            .map(|(_, f)| f.content_type().to_string())
+            .map(|f| f.content_type().to_string())
             .collect(),
     })
-}
-
-/// A strong ETag from the parts that determine a response (object version, transform,
-/// format), plus our version so a new release never reuses an old tag.
-pub fn etag_of(parts: &[&str]) -> String {
-    let mut text = String::from(env!("CARGO_PKG_VERSION"));
-    for p in parts {
-        text.push('\u{1f}');
-        text.push_str(p);
-    }
-    format!("\"{:016x}\"", fnv1a(text.as_bytes()))
 }
 
 /// Whether `If-None-Match` matches `etag` (weak comparison, as RFC 9110 asks for GET).
@@ -173,80 +124,41 @@ fn shape_header(shape: &[usize]) -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// What a PNG's 8 bits stand for: the value range mapped onto 0..255.
-#[derive(Debug, Clone, Copy)]
-pub struct PngWindow {
-    pub lo: f32,
-    pub hi: f32,
-}
-
-/// Encodes an array (`(C, H, W)` for PNG) in `format`. Runs on the caller's thread: call it
-/// from a CPU job for large arrays. [`array_response`] then adds the headers.
-pub fn encode_array(
-    data: &ArrayD<f32>,
-    format: ArrayFormat,
-    png_window: PngWindow,
-) -> Result<Vec<u8>, AppError> {
-    match format {
-        ArrayFormat::Png => encode::png8(data, png_window.lo, png_window.hi)
-            .map_err(|e| AppError::Internal(e.to_string())),
-        ArrayFormat::F32 => Ok(encode::f32_le(data)),
-        ArrayFormat::Npy => encode::npy(data).map_err(|e| AppError::Internal(e.to_string())),
-    }
-}
-
-/// Wraps encoded array bytes into a response with `Content-Type`, `X-Shape`, `X-Dtype`,
-/// `ETag`, `Cache-Control` and a download file name.
-pub fn array_response(
-    body: Vec<u8>,
-    format: ArrayFormat,
-    shape: &[usize],
+/// 304 when the client already holds `etag`; otherwise the data response `make` builds,
+/// saved by the client as `file_stem` plus the format's extension.
+pub async fn conditional<F>(
+    headers: &HeaderMap,
     etag: &str,
     file_stem: &str,
-) -> Response {
-    let dtype = if format == ArrayFormat::Png {
-        "uint8"
-    } else {
-        "float32"
-    };
-    data_response(
-        body.into(),
-        DataHeaders {
-            content_type: format.content_type(),
-            dtype,
-            shape,
-            file_name: &format!("{file_stem}.{}", format.name()),
-        },
-        etag,
-    )
+    make: F,
+) -> Result<Response, AppError>
+where
+    F: Future<Output = Result<Encoded, PipelineError>>,
+{
+    if not_modified(headers, etag) {
+        return Ok(data_not_modified(etag));
+    }
+    let e = make.await?;
+    Ok(data_response(&e, file_stem, etag))
 }
 
-/// What a data response says about its body.
-pub struct DataHeaders<'a> {
-    pub content_type: &'static str,
-    /// NumPy name of the element type (`X-Dtype`); empty for none.
-    pub dtype: &'static str,
-    /// `X-Shape`; empty for none.
-    pub shape: &'a [usize],
-    /// The download name in `Content-Disposition`.
-    pub file_name: &'a str,
-}
-
-/// A data response: body plus [`DataHeaders`], validators and `Vary: Accept`.
-pub fn data_response(body: bytes::Bytes, d: DataHeaders<'_>, etag: &str) -> Response {
-    let mut resp = Response::new(Body::from(body));
+/// A data response: body plus `Content-Type`, `X-Shape`, `X-Dtype`, a download file name,
+/// validators and `Vary: Accept`.
+pub fn data_response(e: &Encoded, file_stem: &str, etag: &str) -> Response {
+    let mut resp = Response::new(Body::from(e.body.clone()));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(d.content_type),
+        HeaderValue::from_static(e.format.content_type()),
     );
-    if !d.shape.is_empty() {
-        h.insert(X_SHAPE, shape_header(d.shape));
+    if !e.shape.is_empty() {
+        h.insert(X_SHAPE, shape_header(&e.shape));
     }
-    if !d.dtype.is_empty() {
-        h.insert(X_DTYPE, HeaderValue::from_static(d.dtype));
+    if !e.dtype.is_empty() {
+        h.insert(X_DTYPE, HeaderValue::from_static(e.dtype));
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{}\"", d.file_name)) {
+    let file_name = format!("{file_stem}.{}", e.format.name());
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{file_name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::VARY, HeaderValue::from_static("accept"));
@@ -261,13 +173,6 @@ pub fn data_not_modified(etag: &str) -> Response {
     r
 }
 
-/// ETag of an array response.
-pub fn array_etag(version_parts: &[&str], format: ArrayFormat) -> String {
-    let mut parts = version_parts.to_vec();
-    parts.push(format.name());
-    etag_of(&parts)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,21 +185,18 @@ mod tests {
 
     #[test]
     fn negotiation() {
-        assert_eq!(
-            negotiate(None, &HeaderMap::new()).unwrap(),
-            ArrayFormat::Png
-        );
+        assert_eq!(negotiate(None, &HeaderMap::new()).unwrap(), Format::Png);
         assert_eq!(
             negotiate(None, &accept("application/x-npy")).unwrap(),
-            ArrayFormat::Npy
+            Format::Npy
         );
         assert_eq!(
             negotiate(None, &accept("image/png;q=0.5, application/octet-stream")).unwrap(),
-            ArrayFormat::F32
+            Format::F32
         );
         assert_eq!(
-            negotiate(Some(ArrayFormat::Npy), &accept("image/png")).unwrap(),
-            ArrayFormat::Npy
+            negotiate(Some(Format::Npy), &accept("image/png")).unwrap(),
+            Format::Npy
         );
         assert!(negotiate(None, &accept("text/html")).is_err());
         assert!(negotiate(None, &accept("image/png;q=0")).is_err());

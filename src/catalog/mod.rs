@@ -58,6 +58,16 @@ impl Catalog {
         }
     }
 
+    /// Where the data lives, as the store describes it.
+    pub fn source(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Whether the store answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
     /// The current snapshot. Only the very first call waits for a listing; after that a
     /// snapshot older than the TTL is still served while one background task lists the store
     /// again (stale-while-revalidate), so no request pays for re-listing a large bucket. When

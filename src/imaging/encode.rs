@@ -1,8 +1,171 @@
-//! Encoders for responses: 8-bit PNG for eyes, raw little-endian float32 and NumPy `.npy`
-//! for programs.
+//! Encoders for responses: 8-bit PNG for eyes; raw little-endian float32, NumPy `.npy`/`.npz`
+//! and NIfTI-1 (`.nii`, `.nii.gz`) for programs. Every route turns its arrays into bytes
+//! through [`encode`]: a [`Format`] and a [`Payload`] in, an [`Encoded`] body (with its
+//! content type, dtype and shape) out.
 
-use ndarray::{Array2, ArrayD};
+use ndarray::{Array2, ArrayD, IxDyn};
 use ndarray_npy::{WritableElement, WriteNpyExt};
+
+use super::nifti::{self, OutType};
+use super::volume::to_file_order;
+
+/// Every format a response can be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// 8-bit PNG for eyes.
+    Png,
+    /// Raw little-endian float32, C order, shape in `X-Shape`.
+    F32,
+    /// NumPy `.npy` v1.
+    Npy,
+    /// NumPy `.npz`: `image.npy` and/or `label.npy`.
+    Npz,
+    /// NIfTI-1, uncompressed.
+    Nii,
+    /// NIfTI-1, gzipped (a gzip file, not a gzip-encoded body).
+    NiiGz,
+}
+
+impl Format {
+    /// The `format` parameter's value (and the file extension).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::F32 => "f32",
+            Format::Npy => "npy",
+            Format::Npz => "npz",
+            Format::Nii => "nii",
+            Format::NiiGz => "nii.gz",
+        }
+    }
+
+    /// Media type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Png => "image/png",
+            Format::F32 | Format::Nii => "application/octet-stream",
+            Format::Npy => "application/x-npy",
+            Format::Npz => "application/x-npz",
+            // A gzip file, not a gzip-encoded body: clients keep the bytes as they are, and
+            // the compression layer leaves this type alone.
+            Format::NiiGz => "application/gzip",
+        }
+    }
+
+    /// `(name, format)` pairs for a `format` parameter accepting `formats`.
+    pub fn choices(formats: &[Format]) -> Vec<(&'static str, Format)> {
+        formats.iter().map(|&f| (f.name(), f)).collect()
+    }
+}
+
+/// The arrays of one response: a float image (`(C, H, W)`, `(H, W)` or `(C, X, Y, Z)`), a
+/// mask, or both (only `.npz` holds both; the other formats take the image when given).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Payload<'a> {
+    pub image: Option<&'a ArrayD<f32>>,
+    pub label: Option<&'a ArrayD<u8>>,
+    /// PNG of a float image: the values mapped onto 0..255 as `(lo, hi)`.
+    pub png_window: (f32, f32),
+    /// NIfTI: the voxel-to-world affine of the `(C, X, Y, Z)` arrays.
+    pub affine: Option<[[f64; 4]; 4]>,
+}
+
+/// An encoded body and what a response says about it.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub body: bytes::Bytes,
+    pub format: Format,
+    /// NumPy name of the element type sent (`X-Dtype`); empty for containers.
+    pub dtype: &'static str,
+    /// The array's shape (`X-Shape`); empty for containers.
+    pub shape: Vec<usize>,
+}
+
+/// Encodes `p` as `format`.
+pub fn encode(p: Payload<'_>, format: Format) -> Result<Encoded, EncodeError> {
+    let shape = p
+        .image
+        .map(|a| a.shape().to_vec())
+        .or_else(|| p.label.map(|l| l.shape().to_vec()))
+        .unwrap_or_default();
+    let nothing = || EncodeError("nothing to write".into());
+    let (body, dtype, shape) = match (format, p.image, p.label) {
+        (Format::Npz, None, None) => return Err(nothing()),
+        (Format::Npz, i, l) => (npz(i, l)?, "", vec![]),
+        (Format::Png, Some(i), _) => (png_of(i, p.png_window)?, "uint8", shape),
+        (Format::Png, None, Some(l)) => (png_labels_of(l)?, "uint8", shape),
+        (Format::F32, Some(i), _) => (f32_le(i), "float32", shape),
+        (Format::F32, None, Some(l)) => (f32_le(&l.mapv(f32::from)), "float32", shape),
+        (Format::Npy, Some(i), _) => (npy(i)?, "float32", shape),
+        (Format::Npy, None, Some(l)) => (npy_of(l)?, "uint8", shape),
+        (Format::Nii | Format::NiiGz, i, l) => {
+            let affine = p
+                .affine
+                .ok_or_else(|| EncodeError("NIfTI needs an affine".into()))?;
+            let (data, ty, dtype) = match (i, l) {
+                (Some(i), _) => (to_file_order(i), OutType::F32, "float32"),
+                (None, Some(l)) => (to_file_order(l), OutType::U8, "uint8"),
+                (None, None) => return Err(nothing()),
+            };
+            let nii = nifti::encode_nifti1(&nifti_dims(&shape), &affine, ty, &data, 2);
+            let body = if format == Format::NiiGz {
+                gzip(&nii)?
+            } else {
+                nii
+            };
+            (body, dtype, shape)
+        }
+        (_, None, None) => return Err(nothing()),
+    };
+    Ok(Encoded {
+        body: body.into(),
+        format,
+        dtype,
+        shape,
+    })
+}
+
+/// A float image as PNG: `(C, H, W)` as it is, `(H, W)` as one gray channel.
+fn png_of(a: &ArrayD<f32>, (lo, hi): (f32, f32)) -> Result<Vec<u8>, EncodeError> {
+    if a.ndim() == 2 {
+        let (h, w) = (a.shape()[0], a.shape()[1]);
+        let gray = a
+            .view()
+            .into_shape_with_order(IxDyn(&[1, h, w]))
+            .map_err(|e| EncodeError(e.to_string()))?;
+        return png8(&gray.to_owned(), lo, hi);
+    }
+    png8(a, lo, hi)
+}
+
+fn png_labels_of(l: &ArrayD<u8>) -> Result<Vec<u8>, EncodeError> {
+    let m = l
+        .view()
+        .into_dimensionality::<ndarray::Ix2>()
+        .map_err(|_| EncodeError(format!("a mask PNG needs (H, W), got {:?}", l.shape())))?;
+    png_labels(&m.to_owned())
+}
+
+/// NIfTI dims of a C-order `(C, X, Y, Z)` array: 3D for one channel, else channels 4th.
+pub fn nifti_dims(shape: &[usize]) -> Vec<usize> {
+    let mut dims = shape[1..].to_vec();
+    if shape[0] > 1 {
+        dims.push(shape[0]);
+    }
+    dims
+}
+
+/// Fast gzip: the body is made per request, and level 1 costs a fraction of level 6 for
+/// float volumes whose low bits barely compress anyway.
+fn gzip(data: &[u8]) -> Result<Vec<u8>, EncodeError> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 2),
+        flate2::Compression::fast(),
+    );
+    gz.write_all(data).map_err(|e| EncodeError(e.to_string()))?;
+    gz.finish().map_err(|e| EncodeError(e.to_string()))
+}
 
 /// Why an array could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -198,5 +361,42 @@ mod tests {
         assert_eq!(f32_le(&a), [0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc0]);
         let p = png8(&a, -2.5, 1.0).unwrap();
         assert!(p.starts_with(b"\x89PNG"));
+    }
+
+    #[test]
+    fn one_encoder_for_every_format() {
+        let img = ArrayD::from_shape_vec(IxDyn(&[1, 2, 3, 1]), vec![0.0f32; 6]).unwrap();
+        let lab = ArrayD::from_shape_vec(IxDyn(&[1, 2, 3, 1]), vec![1u8; 6]).unwrap();
+        let both = Payload {
+            image: Some(&img),
+            label: Some(&lab),
+            affine: Some([
+                [1.0, 0.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0, 0.0],
+                [0.0, 0.0, 1.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ]),
+            ..Default::default()
+        };
+        let label_only = Payload {
+            image: None,
+            ..both
+        };
+        for (p, f, dtype) in [
+            (both, Format::Npy, "float32"),
+            (label_only, Format::Npy, "uint8"),
+            (label_only, Format::F32, "float32"),
+            (both, Format::Nii, "float32"),
+            (label_only, Format::NiiGz, "uint8"),
+            (both, Format::Npz, ""),
+        ] {
+            let e = encode(p, f).unwrap();
+            assert_eq!(e.dtype, dtype, "{f:?}");
+            assert!(!e.body.is_empty());
+        }
+        assert!(encode(Payload::default(), Format::Npy).is_err());
+        assert!(encode(both, Format::Nii).unwrap().body.len() > 352);
+        assert_eq!(nifti_dims(&[1, 2, 3, 4]), [2, 3, 4]);
+        assert_eq!(nifti_dims(&[4, 2, 3, 4]), [2, 3, 4, 4]);
     }
 }

@@ -10,6 +10,7 @@ pub mod encode;
 pub mod intensity;
 pub mod nifti;
 pub mod resize;
+pub mod stats;
 pub mod volume;
 
 pub use decode::{ChannelMode, DecodeError, DecodeOptions, Decoded, ImageInfo, PaletteMode};

@@ -1,0 +1,212 @@
+//! The opening every data handler shares, done once: the query checked against the route's
+//! names and parsed ([`RouteQuery`]), then `{dataset}/{split}/{item}` resolved against the
+//! catalog's snapshot and the dataset's kind checked ([`ItemRequest`]). Handlers start with
+//! the parsed query and the item in hand. Lookups of datasets and splits for the listing
+//! routes live here too.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+
+use super::extract::{Params, Path, RawPairs};
+use crate::catalog::{Dataset, Item, Kind, Snapshot, Split};
+use crate::config::Limits;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// What a route's query parser may look at besides the query.
+pub struct QueryContext<'a> {
+    pub headers: &'a HeaderMap,
+    pub limits: &'a Limits,
+    /// The request's path (an alias route fixes the format by its extension).
+    pub path: &'a str,
+}
+
+/// A route's query: the names it accepts and how they parse. Parsed before anything is
+/// looked up, so a malformed query is a 400 whatever the path names.
+pub trait RouteQuery: Sized + Send {
+    /// The accepted parameter names (also the route table's, which the contract test checks).
+    const PARAMS: &'static [&'static str];
+
+    /// Parses the checked parameters.
+    fn parse(p: &Params, cx: &QueryContext<'_>) -> Result<Self, AppError>;
+}
+
+/// A route that takes no query parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct NoQuery;
+
+impl RouteQuery for NoQuery {
+    const PARAMS: &'static [&'static str] = &[];
+
+    fn parse(_: &Params, _: &QueryContext<'_>) -> Result<Self, AppError> {
+        Ok(NoQuery)
+    }
+}
+
+/// Which kinds of dataset a route serves.
+pub trait KindCheck: Send {
+    /// `Ok` when the route applies to `ds`.
+    fn check(ds: &Dataset) -> Result<(), AppError>;
+}
+
+/// Any dataset.
+pub struct AnyKind;
+/// Classification datasets (2D images).
+pub struct Images;
+/// Segmentation datasets (volumes).
+pub struct Volumes;
+
+impl KindCheck for AnyKind {
+    fn check(_: &Dataset) -> Result<(), AppError> {
+        Ok(())
+    }
+}
+
+impl KindCheck for Images {
+    fn check(ds: &Dataset) -> Result<(), AppError> {
+        match ds.kind {
+            Kind::Classification => Ok(()),
+            Kind::Segmentation => Err(AppError::NotApplicable(format!(
+                "dataset '{}' holds 3D volumes; 2D images come from classification datasets",
+                ds.name
+            ))),
+        }
+    }
+}
+
+impl KindCheck for Volumes {
+    fn check(ds: &Dataset) -> Result<(), AppError> {
+        match ds.kind {
+            Kind::Segmentation => Ok(()),
+            Kind::Classification => Err(AppError::NotApplicable(format!(
+                "dataset '{}' holds 2D images; slices and volumes come from segmentation datasets (use .../image)",
+                ds.name
+            ))),
+        }
+    }
+}
+
+/// An item resolved against one snapshot of the catalog.
+#[derive(Debug, Clone)]
+pub struct ItemRef {
+    snap: Arc<Snapshot>,
+    dataset: String,
+    split: usize,
+    item: usize,
+}
+
+impl ItemRef {
+    /// Resolves `(dataset, split, item)`; 404 naming what exists when one is missing.
+    pub fn resolve(
+        snap: Arc<Snapshot>,
+        (ds, sp, id): (&str, &str, &str),
+    ) -> Result<Self, AppError> {
+        let d = dataset(&snap, ds)?;
+        let s = split(d, sp)?;
+        let split_at = d.splits.iter().position(|x| x.name == s.name).unwrap_or(0);
+        let it = item(d, s, id)?;
+        let item_at = s.by_id.get(&it.id).copied().unwrap_or(0);
+        Ok(ItemRef {
+            dataset: d.name.clone(),
+            snap,
+            split: split_at,
+            item: item_at,
+        })
+    }
+
+    /// The item's dataset.
+    pub fn dataset(&self) -> &Dataset {
+        &self.snap.datasets[&self.dataset]
+    }
+
+    /// The item's split.
+    pub fn split(&self) -> &Split {
+        &self.dataset().splits[self.split]
+    }
+
+    /// The item.
+    pub fn item(&self) -> &Item {
+        &self.split().items[self.item]
+    }
+}
+
+/// A data request: the parsed query, the item, and the request's headers.
+pub struct ItemRequest<Q, K = AnyKind> {
+    pub query: Q,
+    pub item: ItemRef,
+    pub headers: HeaderMap,
+    _kind: PhantomData<fn() -> K>,
+}
+
+impl<Q: RouteQuery, K: KindCheck> FromRequestParts<AppState> for ItemRequest<Q, K> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let Path((ds, sp, id)) =
+            Path::<(String, String, String)>::from_request_parts(parts, state).await?;
+        let raw = RawPairs::from_request_parts(parts, state).await?;
+        let p = Params::new(raw, Q::PARAMS)?;
+        let query = Q::parse(
+            &p,
+            &QueryContext {
+                headers: &parts.headers,
+                limits: state.pipeline.limits(),
+                path: parts.uri.path(),
+            },
+        )?;
+        let item = ItemRef::resolve(snapshot(state).await?, (&ds, &sp, &id))?;
+        K::check(item.dataset())?;
+        Ok(ItemRequest {
+            query,
+            item,
+            headers: parts.headers.clone(),
+            _kind: PhantomData,
+        })
+    }
+}
+
+/// The catalog's current snapshot.
+pub async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, AppError> {
+    Ok(state.catalog.snapshot().await?)
+}
+
+/// A dataset by name; 404 listing the datasets there are.
+pub fn dataset<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Dataset, AppError> {
+    snap.datasets.get(name).ok_or_else(|| AppError::NotFound {
+        what: "dataset",
+        name: name.into(),
+        available: snap.datasets.keys().cloned().collect(),
+        hint: None,
+    })
+}
+
+/// A split by name; 404 listing the dataset's splits.
+pub fn split<'a>(ds: &'a Dataset, name: &str) -> Result<&'a Split, AppError> {
+    ds.split(name).ok_or_else(|| AppError::NotFound {
+        what: "split",
+        name: name.into(),
+        available: ds.split_names(),
+        hint: None,
+    })
+}
+
+fn item<'a>(ds: &Dataset, sp: &'a Split, id: &str) -> Result<&'a Item, AppError> {
+    const SHOWN: usize = 20;
+    sp.item(id).ok_or_else(|| AppError::NotFound {
+        what: "item",
+        name: id.into(),
+        available: sp.items.iter().take(SHOWN).map(|i| i.id.clone()).collect(),
+        hint: (sp.items.len() > SHOWN).then(|| {
+            format!(
+                "{} items in all: page through /v1/datasets/{}/splits/{}/items",
+                sp.items.len(),
+                ds.name,
+                sp.name
+            )
+        }),
+    })
+}

@@ -1,0 +1,51 @@
+//! Segmentation volumes: `GET .../items/{item}/slice` (one plane as PNG for eyes or numbers for
+//! programs) and `GET .../items/{item}/volume` (+ `.nii.gz`, `.nii`, `.npy`, `.npz` aliases,
+//! the same handler with the format fixed by the extension: the whole volume through MONAI's
+//! 3D chain, with its mask). The query grammars are in `query.rs`; the work is the pipeline's.
+
+use axum::extract::State;
+use axum::response::Response;
+
+use super::item::{ItemRequest, Volumes};
+use super::response;
+use crate::error::AppError;
+use crate::pipeline::{SliceQuery, VolumePart, VolumeQuery};
+use crate::state::AppState;
+
+pub mod query;
+
+pub use query::{CT_PRESETS, MAX_NUMBER};
+
+/// `GET /v1/datasets/{dataset}/splits/{split}/items/{item}/slice`
+pub async fn get_slice(
+    State(state): State<AppState>,
+    req: ItemRequest<SliceQuery, Volumes>,
+) -> Result<Response, AppError> {
+    let it = req.item.item();
+    let prepared = state.pipeline.prepare_slice(it, &req.query).await?;
+    let (axis, index) = prepared.at();
+    let stem = format!("{}_{}{index}", it.id, ["x", "y", "z"][axis]);
+    response::conditional(&req.headers, &prepared.etag(), &stem, async {
+        Ok((*state.pipeline.slice(prepared).await?).clone())
+    })
+    .await
+}
+
+/// `GET .../items/{item}/volume` and its `.nii.gz`, `.nii`, `.npy`, `.npz` aliases.
+pub async fn get_volume(
+    State(state): State<AppState>,
+    req: ItemRequest<VolumeQuery, Volumes>,
+) -> Result<Response, AppError> {
+    let it = req.item.item();
+    let part = match req.query.part {
+        VolumePart::Image => "",
+        VolumePart::Label => "_label",
+        VolumePart::Both => "_both",
+    };
+    let stem = format!("{}{part}", it.id);
+    let prepared = state.pipeline.prepare_volume(it, req.query).await?;
+    response::conditional(&req.headers, &prepared.etag(), &stem, async {
+        state.pipeline.volume_response(prepared).await
+    })
+    .await
+}

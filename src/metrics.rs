@@ -1,0 +1,114 @@
+//! Counters exposed at `/metrics`, in the Prometheus text format. Each counter's name and help
+//! text are written once, in [`COUNTERS`] and [`STAGES`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The process's counters; shared by the pipeline (which counts) and `/metrics` (which reads).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub storage_gets: AtomicU64,
+    pub storage_get_bytes: AtomicU64,
+    pub store_waits: AtomicU64,
+    pub decodes: AtomicU64,
+    pub transforms: AtomicU64,
+    pub fetch_us: AtomicU64,
+    pub decode_us: AtomicU64,
+    pub transform_us: AtomicU64,
+    pub encode_us: AtomicU64,
+}
+
+type Counter = fn(&Metrics) -> &AtomicU64;
+
+/// `(name, help, counter)` of every plain counter.
+pub const COUNTERS: [(&str, &str, Counter); 5] = [
+    (
+        "medserve_storage_get_total",
+        "Whole-object GETs sent to the store.",
+        |m| &m.storage_gets,
+    ),
+    (
+        "medserve_storage_get_bytes_total",
+        "Bytes returned by whole-object GETs.",
+        |m| &m.storage_get_bytes,
+    ),
+    (
+        "medserve_store_wait_total",
+        "Times a decoder streaming from the store gave its CPU worker back to wait for bytes.",
+        |m| &m.store_waits,
+    ),
+    (
+        "medserve_decode_total",
+        "Images and volumes decoded.",
+        |m| &m.decodes,
+    ),
+    (
+        "medserve_transform_total",
+        "Transform chains computed (cache misses).",
+        |m| &m.transforms,
+    ),
+];
+
+/// `medserve_stage_seconds_total{stage}`: microseconds spent per stage of cache misses.
+pub const STAGES: [(&str, Counter); 4] = [
+    ("fetch", |m| &m.fetch_us),
+    ("decode", |m| &m.decode_us),
+    ("transform", |m| &m.transform_us),
+    ("encode", |m| &m.encode_us),
+];
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds the time since `start` to a stage counter.
+    pub fn time(c: &AtomicU64, start: std::time::Instant) {
+        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        c.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text of every counter, plus the cache's gauges.
+    pub fn render(&self, cache_entries: u64, cache_bytes: u64) -> String {
+        let mut out = String::new();
+        for (name, help, c) in COUNTERS {
+            let v = c(self).load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP medserve_stage_seconds_total Time spent per stage of cache misses: fetch \
+             (store GETs), decode, transform (resize and scale), encode (response bodies).\n\
+             # TYPE medserve_stage_seconds_total counter\n",
+        );
+        for (stage, c) in STAGES {
+            out.push_str(&format!(
+                "medserve_stage_seconds_total{{stage=\"{stage}\"}} {:.6}\n",
+                c(self).load(Ordering::Relaxed) as f64 / 1e6
+            ));
+        }
+        for (name, help, v) in [
+            (
+                "medserve_cache_entries",
+                "Arrays held in the cache.",
+                cache_entries,
+            ),
+            (
+                "medserve_cache_bytes",
+                "Approximate bytes held in the cache.",
+                cache_bytes,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,179 @@
+//! The 2D chain of the seed: `LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`,
+//! then the response's encoding. Decoded images and transformed arrays are cached separately,
+//! so every chain over one image decodes it once.
+
+use std::sync::Arc;
+
+use ndarray::ArrayD;
+
+use super::{Pipeline, PipelineError};
+use crate::cache::{Canonical, Key, Stage, Tensor};
+use crate::catalog::Item;
+use crate::imaging::encode::{self, Encoded, Format, Payload};
+use crate::imaging::intensity::finite_range;
+use crate::imaging::{self, DecodeError, DecodeOptions, ResizeMode};
+use crate::metrics::Metrics;
+
+/// How intensities are rescaled after resizing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// MONAI `ScaleIntensity()`: min-max to [0, 1].
+    MinMax,
+    /// Values as decoded (after resizing).
+    None,
+}
+
+/// The 2D pipeline of the seed: `LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain2d {
+    pub decode: DecodeOptions,
+    /// `(H, W)`.
+    pub size: (usize, usize),
+    pub mode: ResizeMode,
+    pub scale: Scale,
+}
+
+impl Canonical for DecodeOptions {
+    fn write_canonical(&self, out: &mut String) {
+        out.push_str(&DecodeOptions::canonical(self));
+    }
+}
+
+impl Canonical for Chain2d {
+    fn write_canonical(&self, out: &mut String) {
+        let scale = match self.scale {
+            Scale::MinMax => "minmax",
+            Scale::None => "none",
+        };
+        self.decode.write_canonical(out);
+        out.push_str(&format!(
+            "|resize({},{},{})|scale({scale})",
+            self.size.0,
+            self.size.1,
+            self.mode.name(2)
+        ));
+    }
+}
+
+impl Chain2d {
+    /// Applies resize and scale to a decoded `(C, H, W)` array. Pure.
+    pub fn apply(&self, decoded: &ArrayD<f32>) -> ArrayD<f32> {
+        let mut out = imaging::resize::resize(decoded, &[self.size.0, self.size.1], self.mode);
+        if self.scale == Scale::MinMax {
+            imaging::intensity::scale_minmax(&mut out);
+        }
+        out
+    }
+
+    /// The PNG window of an array this chain made: [0, 1] after min-max, else the values'
+    /// own range (unscaled values are stretched over it for display).
+    pub fn png_window(&self, out: &ArrayD<f32>) -> (f32, f32) {
+        match self.scale {
+            Scale::MinMax => (0.0, 1.0),
+            Scale::None => {
+                let (lo, hi) = finite_range(out.iter().copied());
+                (lo.unwrap_or(0.0), hi.unwrap_or(1.0))
+            }
+        }
+    }
+}
+
+fn decode_error(key: &str, e: DecodeError) -> PipelineError {
+    match e {
+        DecodeError::TooLarge { .. } => PipelineError::TooLarge {
+            key: key.into(),
+            message: e.to_string(),
+        },
+        _ => PipelineError::Undecodable {
+            key: key.into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl Pipeline {
+    /// The item's image decoded with `opts`, from cache or from the store.
+    pub async fn decoded(
+        &self,
+        item: &Item,
+        opts: DecodeOptions,
+    ) -> Result<Arc<Tensor>, PipelineError> {
+        let key = Key::new(Stage::Decoded, [&item.image], &opts);
+        let object_key = item.image.key.clone();
+        self.cache
+            .get_or_compute(key, async {
+                let t = std::time::Instant::now();
+                let (_, bytes) = self
+                    .store
+                    .get(&object_key, self.limits.max_object_bytes)
+                    .await?;
+                Metrics::time(&self.metrics.fetch_us, t);
+                Metrics::inc(&self.metrics.storage_gets);
+                Metrics::add(&self.metrics.storage_get_bytes, bytes.len() as u64);
+                let t = std::time::Instant::now();
+                let d = self
+                    .pool
+                    .run(move || imaging::decode::decode(&bytes, &opts))
+                    .await?;
+                Metrics::time(&self.metrics.decode_us, t);
+                Metrics::inc(&self.metrics.decodes);
+                let d = d.map_err(|e| decode_error(&object_key, e))?;
+                Ok(Tensor {
+                    info: Some(d.info),
+                    data: d.data.into_dyn(),
+                })
+            })
+            .await
+    }
+
+    /// The item's image after the whole 2D chain, from cache or computed.
+    pub async fn transformed(
+        &self,
+        item: &Item,
+        chain: Chain2d,
+    ) -> Result<Arc<Tensor>, PipelineError> {
+        self.cache
+            .get_or_compute(image_key(item, chain), async {
+                let src = self.decoded(item, chain.decode).await?;
+                let info = src.info.clone();
+                let t = std::time::Instant::now();
+                let out = self.pool.run(move || chain.apply(&src.data)).await?;
+                Metrics::time(&self.metrics.transform_us, t);
+                Metrics::inc(&self.metrics.transforms);
+                Ok(Tensor { info, data: out })
+            })
+            .await
+    }
+
+    /// The item's image through `chain`, encoded as `format`.
+    pub async fn image(
+        &self,
+        item: &Item,
+        chain: Chain2d,
+        format: Format,
+    ) -> Result<Encoded, PipelineError> {
+        let t = self.transformed(item, chain).await?;
+        let window = chain.png_window(&t.data);
+        let encoded = self
+            .pool
+            .run(move || {
+                let p = Payload {
+                    image: Some(&t.data),
+                    png_window: window,
+                    ..Default::default()
+                };
+                encode::encode(p, format)
+            })
+            .await?;
+        encoded.map_err(|e| PipelineError::Internal(e.to_string()))
+    }
+}
+
+fn image_key(item: &Item, chain: Chain2d) -> Key<Tensor> {
+    Key::new(Stage::Image, [&item.image], &chain)
+}
+
+/// The ETag of the item's image through `chain`, sent as `format`.
+pub fn image_etag(item: &Item, chain: Chain2d, format: Format) -> String {
+    image_key(item, chain).untyped().etag(format.name())
+}

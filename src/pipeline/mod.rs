@@ -1,0 +1,128 @@
+//! The one place a request's work is described: from a catalog item to an encoded body, each
+//! stage cached under a typed [`Key`](crate::cache::Key) and every CPU-heavy step run off the
+//! async runtime in the [`CpuPool`].
+//!
+//! - `image.rs`: the 2D chain (`LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`).
+//! - `volume.rs`: NIfTI objects decoded (streamed from the store), the 3D chain, masks, and
+//!   whole-volume responses.
+//! - `slice.rs`: one plane of a volume rendered for eyes or programs.
+//! - `cpu.rs`: the bounded pool of CPU workers.
+//!
+//! Handlers get a [`Pipeline`] (store, cache, pool, limits, counters), never the store itself;
+//! the pipeline knows nothing of HTTP: its errors are [`PipelineError`], mapped to HTTP once,
+//! in `error.rs`. A request is two steps: `prepare` (resolve defaults against the object's
+//! header, name the result with a key whose ETag the handler checks) and then compute.
+
+use std::sync::Arc;
+
+use crate::cache::{ArrayCache, KindMismatch};
+use crate::catalog::Item;
+use crate::config::Limits;
+use crate::metrics::Metrics;
+use crate::store::{ObjectStore, StoreError};
+
+pub mod cpu;
+pub mod image;
+pub mod slice;
+pub mod volume;
+
+pub use cpu::CpuPool;
+pub use image::{Chain2d, Scale};
+pub use slice::{AxisSel, SlicePart, SliceQuery, Window};
+pub use volume::{Chain3d, VolumePart, VolumeQuery};
+
+/// Why the pipeline could not produce a result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PipelineError {
+    /// The store failed (unreachable, object gone, too large, refused key).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The object could not be decoded (corrupt, truncated, unsupported, mismatched mask).
+    #[error("object '{key}' could not be decoded: {message}")]
+    Undecodable { key: String, message: String },
+    /// The object, or what it decodes or would be sent as, exceeds a configured limit.
+    #[error("object '{key}' is too large: {message}")]
+    TooLarge { key: String, message: String },
+    /// Something the item does not have: a mask, a slice past the end, a channel.
+    #[error("{what} '{name}' not found")]
+    Missing {
+        what: &'static str,
+        name: String,
+        available: Vec<String>,
+        hint: Option<String>,
+    },
+    /// Every CPU worker busy and the queue full, or shutting down.
+    #[error("server busy: {0}")]
+    Busy(String),
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<KindMismatch> for PipelineError {
+    fn from(e: KindMismatch) -> Self {
+        PipelineError::Internal(e.to_string())
+    }
+}
+
+/// What a request's work needs, and nothing else.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    store: Arc<dyn ObjectStore>,
+    cache: ArrayCache,
+    pool: CpuPool,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// A pipeline over `store` with a cache of `cache_bytes` and `cpu_workers` workers.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        limits: Limits,
+        cache_bytes: u64,
+        cpu_workers: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Pipeline {
+            store,
+            cache: ArrayCache::new(cache_bytes),
+            pool: CpuPool::new(cpu_workers, limits.max_queue, metrics.clone()),
+            limits,
+            metrics,
+        }
+    }
+
+    /// The limits requests are checked against.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The cache (for its gauges).
+    pub fn cache(&self) -> &ArrayCache {
+        &self.cache
+    }
+
+    /// The CPU pool.
+    pub fn pool(&self) -> &CpuPool {
+        &self.pool
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// 404 for a mask the item does not have.
+pub fn missing_label(item: &Item) -> PipelineError {
+    PipelineError::Missing {
+        what: "label",
+        name: item.id.clone(),
+        available: vec![],
+        hint: Some(format!(
+            "item '{}' has no mask; use part=image (only training items of a segmentation set have labels)",
+            item.id
+        )),
+    }
+}

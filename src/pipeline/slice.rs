@@ -1,0 +1,292 @@
+//! One plane of a volume: an image slice windowed for eyes (PNG) or as numbers (f32, npy), a
+//! mask slice, or both as an overlay, cut along a voxel axis or an anatomical plane (turned to
+//! the radiological display). Rendered slices are cached encoded.
+
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayD};
+
+use super::{Pipeline, PipelineError, missing_label};
+use crate::cache::{Canonical, Key, Stage};
+use crate::catalog::Item;
+use crate::imaging::encode::{self, Encoded, Format, Payload};
+use crate::imaging::stats::DecodedVolume;
+use crate::imaging::volume::{self, DisplayPlan, Plane, SliceAt};
+
+/// Which slice, as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AxisSel {
+    Voxel(usize),
+    Plane(Plane),
+}
+
+/// What the slice shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlicePart {
+    Image,
+    Label,
+    Overlay,
+}
+
+/// How intensities map onto PNG gray levels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Window {
+    Range(f32, f32),
+    /// 1st..99th percentile of the channel.
+    Auto,
+    /// 0.5th..99.5th percentile of the channel's non-zero voxels.
+    Mri,
+}
+
+/// A slice request, as parsed from the query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SliceQuery {
+    pub axis: AxisSel,
+    /// `None`: the middle slice.
+    pub index: Option<usize>,
+    pub channel: usize,
+    pub part: SlicePart,
+    pub window: Window,
+    pub opacity: f32,
+    pub format: Format,
+}
+
+/// A slice request resolved against the volume's header.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Resolved {
+    at: SliceAt,
+    plan: Option<DisplayPlan>,
+    part: SlicePart,
+    window: Window,
+    opacity: f32,
+    format: Format,
+}
+
+impl Canonical for Resolved {
+    /// Equal for every way of asking for the same bytes (defaults spelled out or not; a
+    /// window where nothing is windowed).
+    fn write_canonical(&self, out: &mut String) {
+        let SliceAt {
+            axis,
+            index,
+            channel,
+        } = self.at;
+        out.push_str(&format!(
+            "slice(axis={axis},index={index},channel={channel},plan="
+        ));
+        match self.plan {
+            None => out.push_str("voxel"),
+            Some(p) => out.push_str(&format!(
+                "{}{}{}",
+                u8::from(p.transpose),
+                u8::from(p.flip_rows),
+                u8::from(p.flip_cols)
+            )),
+        }
+        let part = match self.part {
+            SlicePart::Image => "image",
+            SlicePart::Label => "label",
+            SlicePart::Overlay => "overlay",
+        };
+        out.push_str(&format!(",part={part},window="));
+        let windowed = self.format == Format::Png && self.part != SlicePart::Label;
+        match (windowed, self.window) {
+            (false, _) => out.push('-'),
+            (true, Window::Range(lo, hi)) => out.push_str(&format!("range({lo},{hi})")),
+            (true, Window::Auto) => out.push_str("auto"),
+            (true, Window::Mri) => out.push_str("mri"),
+        }
+        out.push_str(",opacity=");
+        if self.part == SlicePart::Overlay {
+            out.push_str(&self.opacity.to_string());
+        } else {
+            out.push('-');
+        }
+        out.push_str(&format!(",format={})", self.format.name()));
+    }
+}
+
+/// A slice request resolved against its volume: ready to be rendered, or to be found
+/// unmodified by its ETag.
+pub struct PreparedSlice {
+    resolved: Resolved,
+    image: Arc<DecodedVolume>,
+    label: Option<Arc<DecodedVolume>>,
+    label_key: String,
+    key: Key<Encoded>,
+}
+
+impl PreparedSlice {
+    /// The response's ETag.
+    pub fn etag(&self) -> String {
+        self.key.untyped().etag(self.resolved.format.name())
+    }
+
+    /// The voxel axis cut and the index along it.
+    pub fn at(&self) -> (usize, usize) {
+        (self.resolved.at.axis, self.resolved.at.index)
+    }
+}
+
+impl Pipeline {
+    /// Resolves a slice request against the volume's header (default index, plane -> voxel
+    /// axis); a slice or channel past the end is a resource that does not exist (404, like a
+    /// page past the last one), not a malformed request. The decoded volume is cached, so a
+    /// revalidation rarely decodes.
+    pub async fn prepare_slice(
+        &self,
+        item: &Item,
+        q: &SliceQuery,
+    ) -> Result<PreparedSlice, PipelineError> {
+        let needs_label = q.part != SlicePart::Image;
+        if needs_label && item.label.is_none() {
+            return Err(missing_label(item));
+        }
+        let (image, label) = self.volume_pair(item, needs_label).await?;
+        let h = &image.volume.header;
+        let (axis, plan) = match q.axis {
+            AxisSel::Voxel(a) => (a, None),
+            AxisSel::Plane(pl) => {
+                let plan = volume::display_plan(h.orientation(), pl);
+                (plan.axis, Some(plan))
+            }
+        };
+        let n = h.spatial[axis];
+        let index = q.index.unwrap_or(n / 2);
+        if index >= n {
+            return Err(PipelineError::Missing {
+                what: "slice",
+                name: format!("{index} along axis {axis}"),
+                available: vec![format!("index 0..={}", n - 1)],
+                hint: None,
+            });
+        }
+        if q.channel >= h.channels {
+            return Err(PipelineError::Missing {
+                what: "channel",
+                name: q.channel.to_string(),
+                available: vec![format!("channel 0..={}", h.channels - 1)],
+                hint: None,
+            });
+        }
+        let resolved = Resolved {
+            at: SliceAt {
+                axis,
+                index,
+                channel: q.channel,
+            },
+            plan,
+            part: q.part,
+            window: q.window,
+            opacity: q.opacity,
+            format: q.format,
+        };
+        let objects = std::iter::once(&item.image).chain(item.label.iter().filter(|_| needs_label));
+        Ok(PreparedSlice {
+            resolved,
+            image,
+            label,
+            label_key: item
+                .label
+                .as_ref()
+                .map(|l| l.key.clone())
+                .unwrap_or_default(),
+            key: Key::new(Stage::Slice, objects, &resolved),
+        })
+    }
+
+    /// The prepared slice, rendered and encoded (from cache or computed).
+    pub async fn slice(&self, p: PreparedSlice) -> Result<Arc<Encoded>, PipelineError> {
+        let PreparedSlice {
+            resolved,
+            image,
+            label,
+            label_key,
+            key,
+        } = p;
+        self.cache
+            .get_or_compute(key, async {
+                let rendered = self
+                    .pool
+                    .run(move || render(&image, label.as_deref(), resolved))
+                    .await?;
+                rendered.map_err(|e| match e {
+                    RenderError::Label(message) => PipelineError::Undecodable {
+                        key: label_key,
+                        message,
+                    },
+                    RenderError::Encode(m) => PipelineError::Internal(m),
+                })
+            })
+            .await
+    }
+}
+
+enum RenderError {
+    Label(String),
+    Encode(String),
+}
+
+fn render(
+    img: &DecodedVolume,
+    lab: Option<&DecodedVolume>,
+    r: Resolved,
+) -> Result<Encoded, RenderError> {
+    let enc = |e: encode::EncodeError| RenderError::Encode(e.to_string());
+    let orient = |a: Array2<f32>| r.plan.map_or(a.clone(), |p| volume::orient(a.view(), p));
+    let mask = || -> Result<Array2<u8>, RenderError> {
+        let lab = lab.ok_or_else(|| RenderError::Label("no mask".into()))?;
+        let m = volume::label_u8(&lab.volume).map_err(|e| RenderError::Label(e.to_string()))?;
+        let s = volume::label_slice(&m.view(), SliceAt { channel: 0, ..r.at });
+        Ok(r.plan.map_or(s.clone(), |p| volume::orient(s.view(), p)))
+    };
+    let (lo, hi) = window(img, r);
+    let png_window = (lo, hi);
+    match r.part {
+        SlicePart::Image => {
+            let s: ArrayD<f32> = orient(volume::image_slice(&img.volume, r.at)).into_dyn();
+            let p = Payload {
+                image: Some(&s),
+                png_window,
+                ..Default::default()
+            };
+            encode::encode(p, r.format).map_err(enc)
+        }
+        SlicePart::Label => {
+            let m: ArrayD<u8> = mask()?.into_dyn();
+            let p = Payload {
+                label: Some(&m),
+                ..Default::default()
+            };
+            encode::encode(p, r.format).map_err(enc)
+        }
+        SlicePart::Overlay => {
+            let s = orient(volume::image_slice(&img.volume, r.at));
+            let m = mask()?;
+            let shape = vec![3, s.nrows(), s.ncols()];
+            let body = encode::png_overlay(&s, lo, hi, &m, r.opacity).map_err(enc)?;
+            Ok(Encoded {
+                body: body.into(),
+                format: Format::Png,
+                dtype: "uint8",
+                shape,
+            })
+        }
+    }
+}
+
+/// The display window `(lo, hi)` of a windowed slice; percentiles are computed (once per
+/// volume) only when a window asks for them.
+fn window(img: &DecodedVolume, r: Resolved) -> (f32, f32) {
+    let windowed = r.format == Format::Png && r.part != SlicePart::Label;
+    let (lo, hi) = match (windowed, r.window) {
+        (false, _) => (0.0, 1.0),
+        (true, Window::Range(lo, hi)) => (f64::from(lo), f64::from(hi)),
+        (true, Window::Auto) => img.windows(r.at.channel).0.unwrap_or((0.0, 1.0)),
+        (true, Window::Mri) => {
+            let (auto, mri) = img.windows(r.at.channel);
+            mri.or(auto).unwrap_or((0.0, 1.0))
+        }
+    };
+    (lo as f32, hi as f32)
+}
