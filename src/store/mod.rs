@@ -82,7 +82,6 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Longest key we accept, as S3 does.
 /// A blocking reader of one object's bytes.
 pub type ObjectReader = Box<dyn ObjectRead>;
 
@@ -169,6 +168,7 @@ impl<R: std::io::Read> std::io::Read for LimitedReader<R> {
     }
 }
 
+/// Longest key we accept, as S3 does.
 pub const MAX_KEY_LEN: usize = 1024;
 
 /// Refuses keys that are empty, too long, absolute, contain `\`, NUL or control characters,
