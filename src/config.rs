@@ -275,125 +275,14 @@ impl Config {
     /// Checks every flag and reports all problems together.
     pub fn from_args(a: &ServeArgs) -> Result<Config, Vec<String>> {
         let mut errs = Vec::new();
-        let data = match &a.data {
-            None => Ok(DataRoot::Sample(a.sample_dir.clone())),
-            Some(d) => DataRoot::parse(d),
-        }
-        .unwrap_or_else(|e| {
-            errs.push(e);
-            DataRoot::Sample(a.sample_dir.clone())
-        });
-        let listen = a.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-            errs.push(format!(
-                "--listen: '{}' is not HOST:PORT with an IP host (e.g. 127.0.0.1:8080)",
-                a.listen
-            ));
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        });
-        if let Some(ep) = &a.s3_endpoint
-            && !(ep.starts_with("http://") || ep.starts_with("https://"))
-        {
-            errs.push(format!(
-                "--s3-endpoint: '{ep}' must start with http:// or https://"
-            ));
-        }
-        let mut check = |ok: bool, msg: String| {
-            if !ok {
-                errs.push(msg);
-            }
-        };
-        check(
-            (1..=1 << 20).contains(&a.cache_mb),
-            format!("--cache-mb: {} must be 1..=1048576", a.cache_mb),
-        );
-        check(
-            a.listing_ttl_secs <= 86_400,
-            format!(
-                "--listing-ttl-secs: {} must be at most 86400",
-                a.listing_ttl_secs
-            ),
-        );
-        check(
-            (1..=1 << 20).contains(&a.max_object_mb),
-            format!("--max-object-mb: {} must be 1..=1048576", a.max_object_mb),
-        );
-        check(
-            (1..=1 << 40).contains(&a.max_pixels),
-            format!("--max-pixels: {} must be 1..=2^40", a.max_pixels),
-        );
-        check(
-            (1..=1 << 40).contains(&a.max_voxels),
-            format!("--max-voxels: {} must be 1..=2^40", a.max_voxels),
-        );
-        check(
-            (1..=1 << 24).contains(&a.max_volume_mb),
-            format!("--max-volume-mb: {} must be 1..=16777216", a.max_volume_mb),
-        );
-        check(
-            (1..=65_536).contains(&a.max_output_side),
-            format!("--max-output-side: {} must be 1..=65536", a.max_output_side),
-        );
-        check(
-            (1..=65_536).contains(&a.max_volume_side),
-            format!("--max-volume-side: {} must be 1..=65536", a.max_volume_side),
-        );
-        check(
-            (1..=1 << 24).contains(&a.max_output_mb),
-            format!("--max-output-mb: {} must be 1..=16777216", a.max_output_mb),
-        );
-        check(
-            a.max_body_kb <= 1 << 20,
-            format!("--max-body-kb: {} must be 0..=1048576", a.max_body_kb),
-        );
-        check(
-            a.max_queue <= 1_000_000,
-            format!("--max-queue: {} must be 0..=1000000", a.max_queue),
-        );
-        check(
-            (1..=1_000_000).contains(&a.max_page),
-            format!("--max-page: {} must be 1..=1000000", a.max_page),
-        );
-        check(
-            (1..=3600).contains(&a.request_timeout_secs),
-            format!(
-                "--request-timeout-secs: {} must be 1..=3600",
-                a.request_timeout_secs
-            ),
-        );
-        let log_format = match a.log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                errs.push(format!("--log-format: '{other}' must be text or json"));
-                LogFormat::Text
-            }
-        };
-        let cors = if a.cors_origins.trim() == "*" {
-            CorsOrigins::Any
-        } else {
-            let list: Vec<String> = a
-                .cors_origins
-                .split(',')
-                .map(|s| s.trim().trim_end_matches('/').to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            for o in &list {
-                if !(o.starts_with("http://") || o.starts_with("https://"))
-                    || axum::http::HeaderValue::from_str(o).is_err()
-                {
-                    errs.push(format!(
-                        "--cors-origins: '{o}' must be an origin like https://viewer.example.org"
-                    ));
-                }
-            }
-            CorsOrigins::List(list)
-        };
+        let data = data_root(a, &mut errs);
+        let listen = listen_addr(a, &mut errs);
+        check_s3_endpoint(a, &mut errs);
+        check_inputs(a, &mut errs);
+        check_outputs(a, &mut errs);
+        let log_format = log_format(a, &mut errs);
+        let cors = cors_origins(a, &mut errs);
         let api_keys = api_keys(a, &mut errs);
-        let cpu_workers = if a.cpu_workers == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            a.cpu_workers
-        };
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -408,21 +297,159 @@ impl Config {
             cors,
             api_keys,
             max_body_bytes: a.max_body_kb << 10,
-            limits: Limits {
-                max_object_bytes: a.max_object_mb << 20,
-                max_pixels: a.max_pixels,
-                max_voxels: a.max_voxels,
-                max_volume_bytes: a.max_volume_mb << 20,
-                max_output_side: a.max_output_side,
-                max_volume_side: a.max_volume_side,
-                max_output_bytes: a.max_output_mb << 20,
-                max_page: a.max_page,
-                max_queue: a.max_queue,
-            },
+            limits: limits(a),
             request_timeout: Duration::from_secs(a.request_timeout_secs),
-            cpu_workers,
+            cpu_workers: cpu_workers(a),
             log_format,
         })
+    }
+}
+
+/// `--data`, or the sample folder when it is not given (or is wrong: the error is in `errs`).
+fn data_root(a: &ServeArgs, errs: &mut Vec<String>) -> DataRoot {
+    match &a.data {
+        None => Ok(DataRoot::Sample(a.sample_dir.clone())),
+        Some(d) => DataRoot::parse(d),
+    }
+    .unwrap_or_else(|e| {
+        errs.push(e);
+        DataRoot::Sample(a.sample_dir.clone())
+    })
+}
+
+fn listen_addr(a: &ServeArgs, errs: &mut Vec<String>) -> SocketAddr {
+    a.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+        errs.push(format!(
+            "--listen: '{}' is not HOST:PORT with an IP host (e.g. 127.0.0.1:8080)",
+            a.listen
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    })
+}
+
+fn check_s3_endpoint(a: &ServeArgs, errs: &mut Vec<String>) {
+    if let Some(ep) = &a.s3_endpoint
+        && !(ep.starts_with("http://") || ep.starts_with("https://"))
+    {
+        errs.push(format!(
+            "--s3-endpoint: '{ep}' must start with http:// or https://"
+        ));
+    }
+}
+
+/// Pushes `msg` unless `ok`.
+fn check(errs: &mut Vec<String>, ok: bool, msg: impl FnOnce() -> String) {
+    if !ok {
+        errs.push(msg());
+    }
+}
+
+/// The bounds of the cache, listing and input-size flags (checked in the order of `--help`).
+fn check_inputs(a: &ServeArgs, errs: &mut Vec<String>) {
+    check(errs, (1..=1 << 20).contains(&a.cache_mb), || {
+        format!("--cache-mb: {} must be 1..=1048576", a.cache_mb)
+    });
+    check(errs, a.listing_ttl_secs <= 86_400, || {
+        format!(
+            "--listing-ttl-secs: {} must be at most 86400",
+            a.listing_ttl_secs
+        )
+    });
+    check(errs, (1..=1 << 20).contains(&a.max_object_mb), || {
+        format!("--max-object-mb: {} must be 1..=1048576", a.max_object_mb)
+    });
+    check(errs, (1..=1 << 40).contains(&a.max_pixels), || {
+        format!("--max-pixels: {} must be 1..=2^40", a.max_pixels)
+    });
+    check(errs, (1..=1 << 40).contains(&a.max_voxels), || {
+        format!("--max-voxels: {} must be 1..=2^40", a.max_voxels)
+    });
+    check(errs, (1..=1 << 24).contains(&a.max_volume_mb), || {
+        format!("--max-volume-mb: {} must be 1..=16777216", a.max_volume_mb)
+    });
+}
+
+/// The bounds of the output-size, body, queue, page and request-time flags.
+fn check_outputs(a: &ServeArgs, errs: &mut Vec<String>) {
+    check(errs, (1..=65_536).contains(&a.max_output_side), || {
+        format!("--max-output-side: {} must be 1..=65536", a.max_output_side)
+    });
+    check(errs, (1..=65_536).contains(&a.max_volume_side), || {
+        format!("--max-volume-side: {} must be 1..=65536", a.max_volume_side)
+    });
+    check(errs, (1..=1 << 24).contains(&a.max_output_mb), || {
+        format!("--max-output-mb: {} must be 1..=16777216", a.max_output_mb)
+    });
+    check(errs, a.max_body_kb <= 1 << 20, || {
+        format!("--max-body-kb: {} must be 0..=1048576", a.max_body_kb)
+    });
+    check(errs, a.max_queue <= 1_000_000, || {
+        format!("--max-queue: {} must be 0..=1000000", a.max_queue)
+    });
+    check(errs, (1..=1_000_000).contains(&a.max_page), || {
+        format!("--max-page: {} must be 1..=1000000", a.max_page)
+    });
+    check(errs, (1..=3600).contains(&a.request_timeout_secs), || {
+        format!(
+            "--request-timeout-secs: {} must be 1..=3600",
+            a.request_timeout_secs
+        )
+    });
+}
+
+fn log_format(a: &ServeArgs, errs: &mut Vec<String>) -> LogFormat {
+    match a.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            errs.push(format!("--log-format: '{other}' must be text or json"));
+            LogFormat::Text
+        }
+    }
+}
+
+fn cors_origins(a: &ServeArgs, errs: &mut Vec<String>) -> CorsOrigins {
+    if a.cors_origins.trim() == "*" {
+        return CorsOrigins::Any;
+    }
+    let list: Vec<String> = a
+        .cors_origins
+        .split(',')
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for o in &list {
+        if !(o.starts_with("http://") || o.starts_with("https://"))
+            || axum::http::HeaderValue::from_str(o).is_err()
+        {
+            errs.push(format!(
+                "--cors-origins: '{o}' must be an origin like https://viewer.example.org"
+            ));
+        }
+    }
+    CorsOrigins::List(list)
+}
+
+fn limits(a: &ServeArgs) -> Limits {
+    Limits {
+        max_object_bytes: a.max_object_mb << 20,
+        max_pixels: a.max_pixels,
+        max_voxels: a.max_voxels,
+        max_volume_bytes: a.max_volume_mb << 20,
+        max_output_side: a.max_output_side,
+        max_volume_side: a.max_volume_side,
+        max_output_bytes: a.max_output_mb << 20,
+        max_page: a.max_page,
+        max_queue: a.max_queue,
+    }
+}
+
+/// `--cpu-workers`, 0 meaning one per core.
+fn cpu_workers(a: &ServeArgs) -> usize {
+    if a.cpu_workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        a.cpu_workers
     }
 }
 
