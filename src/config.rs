@@ -93,6 +93,17 @@ pub struct ServeArgs {
     /// Seconds a request may take before it is answered with 503.
     #[arg(long, env = "MEDSERVE_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
+    /// Seconds a connection has to send a request's complete headers, counted from when the
+    /// server starts waiting for that request (connection opened, or previous response sent).
+    #[arg(long, env = "MEDSERVE_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight (keep-alive between
+    /// requests, or nothing sent yet) before it is closed; at most --header-read-timeout-secs.
+    #[arg(long, env = "MEDSERVE_IDLE_TIMEOUT_SECS", default_value_t = 10)]
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "MEDSERVE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// API keys, comma-separated; when set (here or in --api-keys-file), every /v1 route and
     /// /metrics need `Authorization: Bearer <key>`.
     #[arg(long, env = "MEDSERVE_API_KEYS", hide_env_values = true)]
@@ -212,6 +223,30 @@ impl Default for Limits {
     }
 }
 
+/// How long connections may wait and how many may be open: what keeps a client from holding
+/// descriptors and memory with connections that send nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Time to send complete request headers (HTTP/1), counted from when the server starts
+    /// waiting for the request; also bounds an HTTP/1 connection's wait between requests.
+    pub header_read_timeout: Duration,
+    /// Time a connection may have no request in flight before it is closed (gracefully: a
+    /// request whose headers are arriving is still answered).
+    pub idle_timeout: Duration,
+    /// Connections open at once; past it the server stops accepting until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
 /// Shortest API key accepted: shorter ones are guessable.
 pub const MIN_KEY_LEN: usize = 16;
 
@@ -266,6 +301,8 @@ pub struct Config {
     pub api_keys: Vec<String>,
     pub max_body_bytes: u64,
     pub limits: Limits,
+    /// Timeouts and the cap of client connections.
+    pub connections: ConnLimits,
     pub request_timeout: Duration,
     pub cpu_workers: usize,
     pub log_format: LogFormat,
@@ -280,6 +317,7 @@ impl Config {
         check_s3_endpoint(a, &mut errs);
         check_inputs(a, &mut errs);
         check_outputs(a, &mut errs);
+        let connections = connection_limits(a, &mut errs);
         let log_format = log_format(a, &mut errs);
         let cors = cors_origins(a, &mut errs);
         let api_keys = api_keys(a, &mut errs);
@@ -298,6 +336,7 @@ impl Config {
             api_keys,
             max_body_bytes: a.max_body_kb << 10,
             limits: limits(a),
+            connections,
             request_timeout: Duration::from_secs(a.request_timeout_secs),
             cpu_workers: cpu_workers(a),
             log_format,
@@ -395,6 +434,50 @@ fn check_outputs(a: &ServeArgs, errs: &mut Vec<String>) {
             a.request_timeout_secs
         )
     });
+}
+
+/// `--header-read-timeout-secs`, `--idle-timeout-secs` and `--max-connections`.
+fn connection_limits(a: &ServeArgs, errs: &mut Vec<String>) -> ConnLimits {
+    check(
+        errs,
+        (1..=3600).contains(&a.header_read_timeout_secs),
+        || {
+            format!(
+                "--header-read-timeout-secs: {} must be 1..=3600",
+                a.header_read_timeout_secs
+            )
+        },
+    );
+    check(errs, (1..=3600).contains(&a.idle_timeout_secs), || {
+        format!(
+            "--idle-timeout-secs: {} must be 1..=3600",
+            a.idle_timeout_secs
+        )
+    });
+    // hyper runs its header timer on an HTTP/1 connection from the moment it waits for the
+    // next request, so an idle timeout past the header-read timeout would never be reached.
+    check(
+        errs,
+        a.idle_timeout_secs <= a.header_read_timeout_secs,
+        || {
+            format!(
+                "--idle-timeout-secs: {} must not exceed --header-read-timeout-secs ({}): an idle \
+             HTTP/1 connection is also closed when the header-read timeout passes; raise both",
+                a.idle_timeout_secs, a.header_read_timeout_secs
+            )
+        },
+    );
+    check(errs, (1..=1_000_000).contains(&a.max_connections), || {
+        format!(
+            "--max-connections: {} must be 1..=1000000",
+            a.max_connections
+        )
+    });
+    ConnLimits {
+        header_read_timeout: Duration::from_secs(a.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(a.idle_timeout_secs),
+        max_connections: a.max_connections,
+    }
 }
 
 fn log_format(a: &ServeArgs, errs: &mut Vec<String>) -> LogFormat {
@@ -523,6 +606,37 @@ mod tests {
         assert_eq!(c.limits.max_output_bytes, 3 << 20);
         let errs = Config::from_args(&args(&["--max-output-mb", "0"])).unwrap_err();
         assert!(errs[0].contains("--max-output-mb"), "{errs:?}");
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = Config::from_args(&args(&[])).unwrap();
+        assert_eq!(c.connections, ConnLimits::default());
+        let c = Config::from_args(&args(&[
+            "--header-read-timeout-secs",
+            "30",
+            "--idle-timeout-secs",
+            "30",
+            "--max-connections",
+            "10",
+        ]))
+        .unwrap();
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.connections.max_connections, 10);
+        let errs = Config::from_args(&args(&[
+            "--header-read-timeout-secs",
+            "0",
+            "--max-connections",
+            "0",
+        ]))
+        .unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        let errs = Config::from_args(&args(&["--idle-timeout-secs", "75"])).unwrap_err();
+        assert!(
+            errs.len() == 1 && errs[0].contains("--header-read-timeout-secs (15)"),
+            "{errs:?}"
+        );
     }
 
     #[test]
