@@ -93,6 +93,17 @@ pub struct ServeArgs {
     /// Seconds a request may take before it is answered with 503.
     #[arg(long, env = "MEDSERVE_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
+    /// Seconds a connection has to send a request's complete headers, counted from when the
+    /// server starts waiting for that request (connection opened, or previous response sent).
+    #[arg(long, env = "MEDSERVE_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight (keep-alive between
+    /// requests, or nothing sent yet) before it is closed; at most --header-read-timeout-secs.
+    #[arg(long, env = "MEDSERVE_IDLE_TIMEOUT_SECS", default_value_t = 10)]
+    pub idle_timeout_secs: u64,
+    /// Connections open at once; further ones wait in the listen backlog until one closes.
+    #[arg(long, env = "MEDSERVE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// API keys, comma-separated; when set (here or in --api-keys-file), every /v1 route and
     /// /metrics need `Authorization: Bearer <key>`.
     #[arg(long, env = "MEDSERVE_API_KEYS", hide_env_values = true)]
@@ -212,6 +223,30 @@ impl Default for Limits {
     }
 }
 
+/// How long connections may wait and how many may be open: what keeps a client from holding
+/// descriptors and memory with connections that send nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Time to send complete request headers (HTTP/1), counted from when the server starts
+    /// waiting for the request; also bounds an HTTP/1 connection's wait between requests.
+    pub header_read_timeout: Duration,
+    /// Time a connection may have no request in flight before it is closed (gracefully: a
+    /// request whose headers are arriving is still answered).
+    pub idle_timeout: Duration,
+    /// Connections open at once; past it the server stops accepting until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
 /// Shortest API key accepted: shorter ones are guessable.
 pub const MIN_KEY_LEN: usize = 16;
 
@@ -266,6 +301,8 @@ pub struct Config {
     pub api_keys: Vec<String>,
     pub max_body_bytes: u64,
     pub limits: Limits,
+    /// Timeouts and the cap of client connections.
+    pub connections: ConnLimits,
     pub request_timeout: Duration,
     pub cpu_workers: usize,
     pub log_format: LogFormat,
@@ -275,125 +312,15 @@ impl Config {
     /// Checks every flag and reports all problems together.
     pub fn from_args(a: &ServeArgs) -> Result<Config, Vec<String>> {
         let mut errs = Vec::new();
-        let data = match &a.data {
-            None => Ok(DataRoot::Sample(a.sample_dir.clone())),
-            Some(d) => DataRoot::parse(d),
-        }
-        .unwrap_or_else(|e| {
-            errs.push(e);
-            DataRoot::Sample(a.sample_dir.clone())
-        });
-        let listen = a.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-            errs.push(format!(
-                "--listen: '{}' is not HOST:PORT with an IP host (e.g. 127.0.0.1:8080)",
-                a.listen
-            ));
-            SocketAddr::from(([127, 0, 0, 1], 8080))
-        });
-        if let Some(ep) = &a.s3_endpoint
-            && !(ep.starts_with("http://") || ep.starts_with("https://"))
-        {
-            errs.push(format!(
-                "--s3-endpoint: '{ep}' must start with http:// or https://"
-            ));
-        }
-        let mut check = |ok: bool, msg: String| {
-            if !ok {
-                errs.push(msg);
-            }
-        };
-        check(
-            (1..=1 << 20).contains(&a.cache_mb),
-            format!("--cache-mb: {} must be 1..=1048576", a.cache_mb),
-        );
-        check(
-            a.listing_ttl_secs <= 86_400,
-            format!(
-                "--listing-ttl-secs: {} must be at most 86400",
-                a.listing_ttl_secs
-            ),
-        );
-        check(
-            (1..=1 << 20).contains(&a.max_object_mb),
-            format!("--max-object-mb: {} must be 1..=1048576", a.max_object_mb),
-        );
-        check(
-            (1..=1 << 40).contains(&a.max_pixels),
-            format!("--max-pixels: {} must be 1..=2^40", a.max_pixels),
-        );
-        check(
-            (1..=1 << 40).contains(&a.max_voxels),
-            format!("--max-voxels: {} must be 1..=2^40", a.max_voxels),
-        );
-        check(
-            (1..=1 << 24).contains(&a.max_volume_mb),
-            format!("--max-volume-mb: {} must be 1..=16777216", a.max_volume_mb),
-        );
-        check(
-            (1..=65_536).contains(&a.max_output_side),
-            format!("--max-output-side: {} must be 1..=65536", a.max_output_side),
-        );
-        check(
-            (1..=65_536).contains(&a.max_volume_side),
-            format!("--max-volume-side: {} must be 1..=65536", a.max_volume_side),
-        );
-        check(
-            (1..=1 << 24).contains(&a.max_output_mb),
-            format!("--max-output-mb: {} must be 1..=16777216", a.max_output_mb),
-        );
-        check(
-            a.max_body_kb <= 1 << 20,
-            format!("--max-body-kb: {} must be 0..=1048576", a.max_body_kb),
-        );
-        check(
-            a.max_queue <= 1_000_000,
-            format!("--max-queue: {} must be 0..=1000000", a.max_queue),
-        );
-        check(
-            (1..=1_000_000).contains(&a.max_page),
-            format!("--max-page: {} must be 1..=1000000", a.max_page),
-        );
-        check(
-            (1..=3600).contains(&a.request_timeout_secs),
-            format!(
-                "--request-timeout-secs: {} must be 1..=3600",
-                a.request_timeout_secs
-            ),
-        );
-        let log_format = match a.log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                errs.push(format!("--log-format: '{other}' must be text or json"));
-                LogFormat::Text
-            }
-        };
-        let cors = if a.cors_origins.trim() == "*" {
-            CorsOrigins::Any
-        } else {
-            let list: Vec<String> = a
-                .cors_origins
-                .split(',')
-                .map(|s| s.trim().trim_end_matches('/').to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            for o in &list {
-                if !(o.starts_with("http://") || o.starts_with("https://"))
-                    || axum::http::HeaderValue::from_str(o).is_err()
-                {
-                    errs.push(format!(
-                        "--cors-origins: '{o}' must be an origin like https://viewer.example.org"
-                    ));
-                }
-            }
-            CorsOrigins::List(list)
-        };
+        let data = data_root(a, &mut errs);
+        let listen = listen_addr(a, &mut errs);
+        check_s3_endpoint(a, &mut errs);
+        check_inputs(a, &mut errs);
+        check_outputs(a, &mut errs);
+        let connections = connection_limits(a, &mut errs);
+        let log_format = log_format(a, &mut errs);
+        let cors = cors_origins(a, &mut errs);
         let api_keys = api_keys(a, &mut errs);
-        let cpu_workers = if a.cpu_workers == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            a.cpu_workers
-        };
         if !errs.is_empty() {
             return Err(errs);
         }
@@ -408,21 +335,204 @@ impl Config {
             cors,
             api_keys,
             max_body_bytes: a.max_body_kb << 10,
-            limits: Limits {
-                max_object_bytes: a.max_object_mb << 20,
-                max_pixels: a.max_pixels,
-                max_voxels: a.max_voxels,
-                max_volume_bytes: a.max_volume_mb << 20,
-                max_output_side: a.max_output_side,
-                max_volume_side: a.max_volume_side,
-                max_output_bytes: a.max_output_mb << 20,
-                max_page: a.max_page,
-                max_queue: a.max_queue,
-            },
+            limits: limits(a),
+            connections,
             request_timeout: Duration::from_secs(a.request_timeout_secs),
-            cpu_workers,
+            cpu_workers: cpu_workers(a),
             log_format,
         })
+    }
+}
+
+/// `--data`, or the sample folder when it is not given (or is wrong: the error is in `errs`).
+fn data_root(a: &ServeArgs, errs: &mut Vec<String>) -> DataRoot {
+    match &a.data {
+        None => Ok(DataRoot::Sample(a.sample_dir.clone())),
+        Some(d) => DataRoot::parse(d),
+    }
+    .unwrap_or_else(|e| {
+        errs.push(e);
+        DataRoot::Sample(a.sample_dir.clone())
+    })
+}
+
+fn listen_addr(a: &ServeArgs, errs: &mut Vec<String>) -> SocketAddr {
+    a.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+        errs.push(format!(
+            "--listen: '{}' is not HOST:PORT with an IP host (e.g. 127.0.0.1:8080)",
+            a.listen
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    })
+}
+
+fn check_s3_endpoint(a: &ServeArgs, errs: &mut Vec<String>) {
+    if let Some(ep) = &a.s3_endpoint
+        && !(ep.starts_with("http://") || ep.starts_with("https://"))
+    {
+        errs.push(format!(
+            "--s3-endpoint: '{ep}' must start with http:// or https://"
+        ));
+    }
+}
+
+/// Pushes `msg` unless `ok`.
+fn check(errs: &mut Vec<String>, ok: bool, msg: impl FnOnce() -> String) {
+    if !ok {
+        errs.push(msg());
+    }
+}
+
+/// The bounds of the cache, listing and input-size flags (checked in the order of `--help`).
+fn check_inputs(a: &ServeArgs, errs: &mut Vec<String>) {
+    check(errs, (1..=1 << 20).contains(&a.cache_mb), || {
+        format!("--cache-mb: {} must be 1..=1048576", a.cache_mb)
+    });
+    check(errs, a.listing_ttl_secs <= 86_400, || {
+        format!(
+            "--listing-ttl-secs: {} must be at most 86400",
+            a.listing_ttl_secs
+        )
+    });
+    check(errs, (1..=1 << 20).contains(&a.max_object_mb), || {
+        format!("--max-object-mb: {} must be 1..=1048576", a.max_object_mb)
+    });
+    check(errs, (1..=1 << 40).contains(&a.max_pixels), || {
+        format!("--max-pixels: {} must be 1..=2^40", a.max_pixels)
+    });
+    check(errs, (1..=1 << 40).contains(&a.max_voxels), || {
+        format!("--max-voxels: {} must be 1..=2^40", a.max_voxels)
+    });
+    check(errs, (1..=1 << 24).contains(&a.max_volume_mb), || {
+        format!("--max-volume-mb: {} must be 1..=16777216", a.max_volume_mb)
+    });
+}
+
+/// The bounds of the output-size, body, queue, page and request-time flags.
+fn check_outputs(a: &ServeArgs, errs: &mut Vec<String>) {
+    check(errs, (1..=65_536).contains(&a.max_output_side), || {
+        format!("--max-output-side: {} must be 1..=65536", a.max_output_side)
+    });
+    check(errs, (1..=65_536).contains(&a.max_volume_side), || {
+        format!("--max-volume-side: {} must be 1..=65536", a.max_volume_side)
+    });
+    check(errs, (1..=1 << 24).contains(&a.max_output_mb), || {
+        format!("--max-output-mb: {} must be 1..=16777216", a.max_output_mb)
+    });
+    check(errs, a.max_body_kb <= 1 << 20, || {
+        format!("--max-body-kb: {} must be 0..=1048576", a.max_body_kb)
+    });
+    check(errs, a.max_queue <= 1_000_000, || {
+        format!("--max-queue: {} must be 0..=1000000", a.max_queue)
+    });
+    check(errs, (1..=1_000_000).contains(&a.max_page), || {
+        format!("--max-page: {} must be 1..=1000000", a.max_page)
+    });
+    check(errs, (1..=3600).contains(&a.request_timeout_secs), || {
+        format!(
+            "--request-timeout-secs: {} must be 1..=3600",
+            a.request_timeout_secs
+        )
+    });
+}
+
+/// `--header-read-timeout-secs`, `--idle-timeout-secs` and `--max-connections`.
+fn connection_limits(a: &ServeArgs, errs: &mut Vec<String>) -> ConnLimits {
+    check(
+        errs,
+        (1..=3600).contains(&a.header_read_timeout_secs),
+        || {
+            format!(
+                "--header-read-timeout-secs: {} must be 1..=3600",
+                a.header_read_timeout_secs
+            )
+        },
+    );
+    check(errs, (1..=3600).contains(&a.idle_timeout_secs), || {
+        format!(
+            "--idle-timeout-secs: {} must be 1..=3600",
+            a.idle_timeout_secs
+        )
+    });
+    // hyper runs its header timer on an HTTP/1 connection from the moment it waits for the
+    // next request, so an idle timeout past the header-read timeout would never be reached.
+    check(
+        errs,
+        a.idle_timeout_secs <= a.header_read_timeout_secs,
+        || {
+            format!(
+                "--idle-timeout-secs: {} must not exceed --header-read-timeout-secs ({}): an idle \
+             HTTP/1 connection is also closed when the header-read timeout passes; raise both",
+                a.idle_timeout_secs, a.header_read_timeout_secs
+            )
+        },
+    );
+    check(errs, (1..=1_000_000).contains(&a.max_connections), || {
+        format!(
+            "--max-connections: {} must be 1..=1000000",
+            a.max_connections
+        )
+    });
+    ConnLimits {
+        header_read_timeout: Duration::from_secs(a.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(a.idle_timeout_secs),
+        max_connections: a.max_connections,
+    }
+}
+
+fn log_format(a: &ServeArgs, errs: &mut Vec<String>) -> LogFormat {
+    match a.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            errs.push(format!("--log-format: '{other}' must be text or json"));
+            LogFormat::Text
+        }
+    }
+}
+
+fn cors_origins(a: &ServeArgs, errs: &mut Vec<String>) -> CorsOrigins {
+    if a.cors_origins.trim() == "*" {
+        return CorsOrigins::Any;
+    }
+    let list: Vec<String> = a
+        .cors_origins
+        .split(',')
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for o in &list {
+        if !(o.starts_with("http://") || o.starts_with("https://"))
+            || axum::http::HeaderValue::from_str(o).is_err()
+        {
+            errs.push(format!(
+                "--cors-origins: '{o}' must be an origin like https://viewer.example.org"
+            ));
+        }
+    }
+    CorsOrigins::List(list)
+}
+
+fn limits(a: &ServeArgs) -> Limits {
+    Limits {
+        max_object_bytes: a.max_object_mb << 20,
+        max_pixels: a.max_pixels,
+        max_voxels: a.max_voxels,
+        max_volume_bytes: a.max_volume_mb << 20,
+        max_output_side: a.max_output_side,
+        max_volume_side: a.max_volume_side,
+        max_output_bytes: a.max_output_mb << 20,
+        max_page: a.max_page,
+        max_queue: a.max_queue,
+    }
+}
+
+/// `--cpu-workers`, 0 meaning one per core.
+fn cpu_workers(a: &ServeArgs) -> usize {
+    if a.cpu_workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        a.cpu_workers
     }
 }
 
@@ -496,6 +606,37 @@ mod tests {
         assert_eq!(c.limits.max_output_bytes, 3 << 20);
         let errs = Config::from_args(&args(&["--max-output-mb", "0"])).unwrap_err();
         assert!(errs[0].contains("--max-output-mb"), "{errs:?}");
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = Config::from_args(&args(&[])).unwrap();
+        assert_eq!(c.connections, ConnLimits::default());
+        let c = Config::from_args(&args(&[
+            "--header-read-timeout-secs",
+            "30",
+            "--idle-timeout-secs",
+            "30",
+            "--max-connections",
+            "10",
+        ]))
+        .unwrap();
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.connections.max_connections, 10);
+        let errs = Config::from_args(&args(&[
+            "--header-read-timeout-secs",
+            "0",
+            "--max-connections",
+            "0",
+        ]))
+        .unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        let errs = Config::from_args(&args(&["--idle-timeout-secs", "75"])).unwrap_err();
+        assert!(
+            errs.len() == 1 && errs[0].contains("--header-read-timeout-secs (15)"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod imaging;
 pub mod metrics;
 pub mod pipeline;
 pub mod sample;
+pub mod serve;
 pub mod state;
 pub mod store;
 
@@ -101,7 +102,8 @@ pub fn read_catalog_file(config: &Config) -> anyhow::Result<CatalogFile> {
     }
 }
 
-/// Serves until SIGTERM or ctrl-c, then lets in-flight requests finish.
+/// Serves until SIGTERM or ctrl-c, then lets in-flight requests finish; connection timeouts
+/// and the connection cap are [`serve::serve`]'s.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let catalog_file = read_catalog_file(&config)?;
@@ -129,9 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(data = %store.describe(), cache_mb = config.cache_bytes >> 20, "medserve listening on http://{addr}");
     print_welcome(&addr.to_string());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve::serve(listener, app, config.connections, shutdown_signal()).await?;
     tracing::info!("medserve stopped");
     Ok(())
 }
