@@ -169,3 +169,61 @@ async fn every_documented_operation_is_served_and_others_are_405() {
         assert_eq!(common::send(&app, wrong).await.status, 405, "DELETE {uri}");
     }
 }
+
+/// Every catalog document of a data root (the index, the listing, each dataset, split, class
+/// list, item page and item), plus errors of each kind, checked against its documented schema.
+/// Returns how many bodies were checked and every violation found.
+async fn crawl(app: &axum::Router) -> (usize, Vec<String>) {
+    let mut uris: Vec<(Method, String)> = [
+        "/",
+        "/healthz",
+        "/readyz",
+        "/v1/datasets",
+        "/v1/datasets/nope",
+        "/v1/datasets?x=1",
+    ]
+    .iter()
+    .map(|u| (Method::GET, u.to_string()))
+    .collect();
+    uris.push((Method::POST, "/v1/catalog/refresh".into()));
+    let list = common::get(app, "/v1/datasets").await.json();
+    for ds in list.as_array().expect("a list") {
+        let base = ds["url"].as_str().unwrap().to_string();
+        uris.push((Method::GET, base.clone()));
+        uris.push((Method::GET, format!("{base}/splits")));
+        uris.push((Method::GET, format!("{base}/splits/nope/items")));
+        for sp in ds["splits"].as_array().unwrap() {
+            let sp = format!("{base}/splits/{}", sp.as_str().unwrap());
+            uris.push((Method::GET, format!("{sp}/classes")));
+            uris.push((Method::GET, format!("{sp}/items?class=nope")));
+            uris.push((Method::GET, format!("{sp}/items/nope")));
+            let page = format!("{sp}/items?limit=1000");
+            uris.push((Method::GET, page.clone()));
+            for it in common::get(app, &page).await.json()["items"]
+                .as_array()
+                .unwrap()
+            {
+                uris.push((Method::GET, it["url"].as_str().unwrap().to_string()));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (method, uri) in &uris {
+        let r = common::call(app, method.clone(), uri).await;
+        problems.extend(common::schema::violations(method.as_str(), uri, &r));
+    }
+    (uris.len(), problems)
+}
+
+#[tokio::test]
+async fn every_catalog_document_of_the_sample_data_matches_its_schema() {
+    let (app, _) = common::app();
+    let (checked, problems) = crawl(&app).await;
+    assert!(checked > 150, "only {checked} documents");
+    assert!(
+        problems.is_empty(),
+        "{} of {checked} responses break openapi.yaml:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
