@@ -42,6 +42,7 @@ async fn datasets_listing_names_all_three_layouts() {
             "Task01_BrainTumour",
             "Task09_Spleen",
             "medmnist",
+            "nojson",
             "segmentation"
         ]
     );
@@ -53,7 +54,8 @@ async fn datasets_listing_names_all_three_layouts() {
     assert_eq!(j[0]["kind"], "segmentation");
     assert_eq!(j[0]["layout"], "decathlon");
     assert_eq!(j[1]["layout"], "decathlon");
-    assert_eq!(j[3]["layout"], "subject-folders");
+    assert_eq!(j[3]["layout"], "decathlon");
+    assert_eq!(j[4]["layout"], "subject-folders");
 }
 
 #[tokio::test]

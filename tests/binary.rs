@@ -142,7 +142,7 @@ async fn serve_without_data_generates_and_serves_sample_data() {
     let (status, body) = http_get(&server.addr, "/v1/datasets").await;
     assert_eq!(status, 200);
     let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(j.as_array().unwrap().len(), 4);
+    assert_eq!(j.as_array().unwrap().len(), 5);
     let (status, body) = http_get(
         &server.addr,
         "/v1/datasets/medmnist/splits/train/items/HeadCT~005001/image?format=npy",
