@@ -62,10 +62,9 @@ pub(crate) fn item<'a>(ds: &Dataset, sp: &'a Split, id: &str) -> Result<&'a Item
     })
 }
 
+/// `./medmnist/`, `sample:medmnist/` or `s3://bucket/prefix/medmnist/`: never a server path.
 fn source(state: &AppState, ds: &Dataset) -> String {
-    let base = state.store.describe();
-    let sep = if base.ends_with('/') { "" } else { "/" };
-    format!("{base}{sep}{}", ds.root)
+    format!("{}{}", state.store.public_location(), ds.root)
 }
 
 fn item_url(ds: &Dataset, sp: &Split, it: &Item) -> String {

@@ -48,7 +48,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, AppError>
     state.store.ping().await?;
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        axum::Json(json!({"status": "ready", "store": state.store.describe()})),
+        axum::Json(json!({"status": "ready", "store": state.store.public_location()})),
     )
         .into_response())
 }
