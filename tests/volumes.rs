@@ -1640,7 +1640,9 @@ async fn item_metadata_of_data_found_in_the_wild() {
     assert_eq!(d["info"], json!({}));
 
     // Neither sform nor qform: nibabel's pixdim affine (x flipped, centred); unnamed labels.
-    let a = get_ok(&app, &format!("{base}/train/items/case_001")).await.json();
+    let a = get_ok(&app, &format!("{base}/train/items/case_001"))
+        .await
+        .json();
     let v = &a["volume"];
     assert_eq!(v["affine_source"], "pixdim");
     assert_eq!(v["orientation"], "LAS");
@@ -1663,11 +1665,16 @@ async fn item_metadata_of_data_found_in_the_wild() {
     }
 
     // Only a qform (a half turn about z): LPS; no mask: no label member.
-    let b = get_ok(&app, &format!("{base}/train/items/case_002")).await.json();
+    let b = get_ok(&app, &format!("{base}/train/items/case_002"))
+        .await
+        .json();
     assert_eq!(b["volume"]["affine_source"], "qform");
     assert_eq!(b["volume"]["orientation"], "LPS");
     close(&b["volume"]["affine"][0][3], 20.0, "qoffset x");
-    assert_eq!((&b["has_label"], &b["label_key"]), (&json!(false), &Value::Null));
+    assert_eq!(
+        (&b["has_label"], &b["label_key"]),
+        (&json!(false), &Value::Null)
+    );
     assert!(b.get("label").is_none(), "{b}");
 
     // No finite voxel: no intensity range, and still a picture and an array.
@@ -1675,7 +1682,12 @@ async fn item_metadata_of_data_found_in_the_wild() {
     let j = get_ok(&app, &c).await.json();
     assert_eq!(j["volume"]["dtype"], "float32");
     assert!(j["volume"]["intensity"].is_null(), "{j}");
-    for q in ["/slice", "/slice?preset=mri", "/slice?format=npy", "/volume?size=4,4,4"] {
+    for q in [
+        "/slice",
+        "/slice?preset=mri",
+        "/slice?format=npy",
+        "/volume?size=4,4,4",
+    ] {
         get_ok(&app, &format!("{c}{q}")).await;
     }
 }
