@@ -44,7 +44,7 @@ assert m, "no result element in the page"
 r = json.loads(html.unescape(m.group(1)))
 print("browser saw:", json.dumps(r))
 assert "failure" not in r, r
-assert r["datasets"] == ["Task01_BrainTumour", "Task09_Spleen", "medmnist", "segmentation"], r
+assert r["datasets"] == ["Task01_BrainTumour", "Task09_Spleen", "medmnist", "nojson", "segmentation"], r
 assert r["status"] == 200 and r["shape"] == "1,64,64" and r["dtype"] == "float32", r
 assert r["etag"] and r["etag"].startswith('"'), r
 assert r["length"] == 64 * 64 and r["min"] == 0 and r["max"] == 1, r

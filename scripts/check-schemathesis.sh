@@ -2,17 +2,22 @@
 # Attacks the API contract with schemathesis (property-based requests generated from
 # openapi.yaml, every check on: server errors, status codes, response schemas and headers,
 # schema-valid requests accepted, schema-invalid ones rejected) against the real release
-# binary on the sample data. Six passes: every operation with generated ids (mostly 404s
-# that still exercise validation), then the item routes on a 3D CT, a 4D MRI and a
-# Decathlon CT that exist (tools/schemathesis/*.toml), then every operation on a server with
-# API keys, with and without the key. Deterministic generation, so a CI failure reproduces
-# locally with the same command. Fails on any failure or error.
+# binary on the sample data. Nine passes: every operation with generated ids (mostly 404s
+# that still exercise validation), then the item routes on a 3D CT, a 4D MRI, a Decathlon CT,
+# a task without dataset.json or sform and a volume of NaNs that exist
+# (tools/schemathesis/*.toml), one pass with a fresh random seed, then every operation on a
+# server with API keys, with and without the key. Every pass but the random one is
+# deterministic, so a CI failure reproduces locally with the same command; the random one
+# prints its seed first (replay it with ST_SEED=<seed>). Fails on any failure or error.
 # Python packages: tools/requirements-schemathesis.txt, in a venv under target/st.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 examples=${ST_EXAMPLES:-50}
+# The random pass's seed: new each run unless ST_SEED replays one.
+seed=${ST_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+echo "schemathesis: random pass seed $seed (replay: ST_SEED=$seed $0)"
 venv="$PWD/target/st"
 python_venv "$venv" tools/requirements-schemathesis.txt
 
@@ -32,8 +37,11 @@ run_pass() {
   local name=$1 config=$2
   shift 2
   local out="$work/st-$name.txt"
+  # Deterministic unless the pass gives a --seed.
+  local gen=(--generation-deterministic)
+  if [[ " $* " == *" --seed "* ]]; then gen=(); fi
   local args=(run openapi.yaml --url "$MEDSERVE_URL" --checks all
-    --generation-deterministic --max-examples "$examples" --no-color "$@")
+    "${gen[@]}" --max-examples "$examples" --no-color "$@")
   local st=("$venv/bin/st")
   if [ -n "$config" ]; then st+=(--config-file "$config"); fi
   if ! "${st[@]}" "${args[@]}" >"$out" 2>&1; then
@@ -62,6 +70,11 @@ run_pass any-ids ""
 run_pass ct-subject tools/schemathesis/items.toml --include-path-regex 'items'
 run_pass mri-4d tools/schemathesis/mri4d.toml --include-path-regex 'slice|volume'
 run_pass decathlon-ct tools/schemathesis/decathlon-ct.toml --include-path-regex 'slice|volume'
+run_pass no-dataset-json tools/schemathesis/nojson.toml --include-path-regex 'items'
+run_pass nan-volume tools/schemathesis/nan-volume.toml --include-path-regex 'items/'
+# Every operation again, with the no-dataset.json task's items, from a new random seed: cases
+# the deterministic passes never generate.
+run_pass "random-seed-$seed" tools/schemathesis/nojson.toml --seed "$seed"
 server_alive
 
 # The same server with API keys: every operation with the key (it must be accepted

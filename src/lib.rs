@@ -64,7 +64,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>>
                 })?;
                 tracing::info!(files = n, dir = %dir.display(), "generated sample data");
             }
-            Arc::new(LocalStore::new(dir)?)
+            Arc::new(LocalStore::new(dir)?.with_label("sample:"))
         }
         #[cfg(not(feature = "s3"))]
         DataRoot::S3 { .. } => anyhow::bail!(

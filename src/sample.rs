@@ -1,6 +1,7 @@
 //! Deterministic synthetic sample data, so the service runs (and the tests run) with no
 //! download and no S3: a MedNIST-like classification set and small Decathlon-like CT volumes
-//! with masks, in both segmentation layouts.
+//! with masks, in both segmentation layouts, plus a small task as data is found in the wild
+//! (no `dataset.json`, headers without an sform, an image without a mask, a volume of NaNs).
 //!
 //! Same binary, same bytes: everything comes from a seeded SplitMix64, and gzip headers carry
 //! no timestamp.
@@ -30,6 +31,12 @@ pub const MR_DIMS: (usize, usize, usize) = (40, 40, 20);
 
 /// Voxel size of the MRI sample in mm.
 pub const MR_SPACING: (f32, f32, f32) = (1.0, 1.0, 1.5);
+
+/// Grid of the volumes of the `nojson` task (x, y, z): small, as CI writes them often.
+pub const WILD_DIMS: (usize, usize, usize) = (24, 20, 8);
+
+/// Voxel size of the `nojson` task in mm.
+pub const WILD_SPACING: (f32, f32, f32) = (1.5, 1.5, 3.0);
 
 /// A small, fast, well-mixed PRNG (SplitMix64); no crate needed for sample noise.
 #[derive(Debug, Clone)]
@@ -313,8 +320,20 @@ where
 {
     let sh = data.shape();
     let header = nifti_header(spacing, (sh[0], sh[1], sh[2]));
+    write_volume_with(path, data, &header)
+}
+
+fn write_volume_with<T, D>(
+    path: &Path,
+    data: &ndarray::Array<T, D>,
+    header: &nifti::NiftiHeader,
+) -> std::io::Result<()>
+where
+    T: nifti::DataElement + bytemuck::Pod,
+    D: ndarray::Dimension + ndarray::RemoveAxis,
+{
     nifti::writer::WriterOptions::new(path)
-        .reference_header(&header)
+        .reference_header(header)
         .write_nifti(data)
         .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))
 }
@@ -370,6 +389,7 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
     files += 2;
 
     files += write_brain_tumour(&dir.join("Task01_BrainTumour"))?;
+    files += write_nojson(&dir.join("nojson"))?;
 
     // The Decathlon's own layout.
     let task = dir.join("Task09_Spleen");
@@ -418,6 +438,41 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
     write_file(&task.join("dataset.json"), &text)?;
     files += 1;
     Ok(files)
+}
+
+/// A Decathlon-layout task as found in the wild, where the catalog and the item metadata have
+/// the least to go on: no `dataset.json` (so no label has a name and there is no `info`),
+/// `case_001` (int16 CT with a mask) with neither sform nor qform (the affine comes from
+/// pixdim), `case_002` (no mask) with only a qform (LPS), and `imagesTs/case_003`, a float32
+/// volume of NaNs (no intensity range, no auto window).
+fn write_nojson(task: &Path) -> std::io::Result<usize> {
+    for d in ["imagesTr", "labelsTr", "imagesTs"] {
+        std::fs::create_dir_all(task.join(d))?;
+    }
+    let (sx, sy, sz) = WILD_SPACING;
+    let bare = nifti::NiftiHeader {
+        pixdim: [1.0, sx, sy, sz, 1.0, 1.0, 1.0, 1.0],
+        xyzt_units: 2 | 8,
+        qform_code: 0,
+        sform_code: 0,
+        ..Default::default()
+    };
+    let (img, lab) = ct_volume(401, WILD_DIMS);
+    write_volume_with(&task.join("imagesTr/case_001.nii.gz"), &img, &bare)?;
+    write_volume_with(&task.join("labelsTr/case_001.nii.gz"), &lab, &bare)?;
+    // A 180 degree turn about z (quaternion b=c=0, d=1): x runs to the left, y to posterior.
+    let qform_only = nifti::NiftiHeader {
+        qform_code: 1,
+        quatern_d: 1.0,
+        quatern_x: 20.0,
+        quatern_y: 15.0,
+        ..bare.clone()
+    };
+    let (img, _) = ct_volume(402, WILD_DIMS);
+    write_volume_with(&task.join("imagesTr/case_002.nii.gz"), &img, &qform_only)?;
+    let nan = Array3::<f32>::from_elem(WILD_DIMS, f32::NAN);
+    write_volume_with(&task.join("imagesTs/case_003.nii.gz"), &nan, &bare)?;
+    Ok(4)
 }
 
 /// Grid of the full-size CT subject (`sample-data --large`): a typical Decathlon CT.

@@ -15,7 +15,8 @@ async fn index_health_ready_spec_metrics() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["links"]["datasets"], "/v1/datasets");
     assert_eq!(get(&app, "/healthz").await.json()["status"], "ok");
-    assert_eq!(get(&app, "/readyz").await.json()["status"], "ready");
+    let ready = get(&app, "/readyz").await.json();
+    assert_eq!(ready, serde_json::json!({"status": "ready", "store": "./"}));
     let spec = get(&app, "/openapi.yaml").await;
     assert_eq!(spec.header("content-type"), "application/yaml");
     assert!(String::from_utf8_lossy(&spec.body).starts_with("openapi: 3.1"));
@@ -24,7 +25,7 @@ async fn index_health_ready_spec_metrics() {
 }
 
 #[tokio::test]
-async fn datasets_listing_names_all_three_layouts() {
+async fn datasets_listing_names_all_three_layouts_and_no_server_path() {
     let (app, _) = app();
     let r = get(&app, "/v1/datasets").await;
     assert_eq!(r.status, 200);
@@ -42,6 +43,7 @@ async fn datasets_listing_names_all_three_layouts() {
             "Task01_BrainTumour",
             "Task09_Spleen",
             "medmnist",
+            "nojson",
             "segmentation"
         ]
     );
@@ -49,11 +51,18 @@ async fn datasets_listing_names_all_three_layouts() {
     assert_eq!(m["kind"], "classification");
     assert_eq!(m["splits"], serde_json::json!(["train", "val", "test"]));
     assert_eq!(m["items"], 6 * (12 + 3 + 3));
-    assert!(m["source"].as_str().unwrap().ends_with("/medmnist/"));
+    // Relative to the data root, never the server's path to it.
+    assert_eq!(m["source"], "./medmnist/");
+    assert_eq!(j[4]["source"], "./segmentation/");
+    let root = common::sample_dir().to_str().unwrap();
+    assert!(!String::from_utf8_lossy(&r.body).contains(root));
     assert_eq!(j[0]["kind"], "segmentation");
     assert_eq!(j[0]["layout"], "decathlon");
     assert_eq!(j[1]["layout"], "decathlon");
-    assert_eq!(j[3]["layout"], "subject-folders");
+    assert_eq!(j[3]["layout"], "decathlon");
+    assert_eq!(j[4]["layout"], "subject-folders");
+    let d = get(&app, "/v1/datasets/Task09_Spleen").await.json();
+    assert_eq!(d["source"], "./Task09_Spleen/");
 }
 
 #[tokio::test]

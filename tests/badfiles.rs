@@ -924,6 +924,10 @@ async fn bad_files_are_4xx_naming_the_object_and_the_server_keeps_serving() {
                 Some(j) => j.to_string(),
                 None => format!("{} ({} bytes)", r.header("content-type"), r.body.len()),
             };
+            // Whatever it answers, it answers as openapi.yaml documents.
+            for v in common::schema::violations("GET", &uri, &r) {
+                failures.push(format!("{}: {v}", c.name));
+            }
             let mut fail = |what: String| {
                 failures.push(format!("{}: {uri}: {what}; got {status} {got}", c.name))
             };
@@ -1570,6 +1574,9 @@ async fn unusual_but_valid_files_are_served_with_their_values() {
                     String::from_utf8_lossy(&r.body)
                 ));
                 continue;
+            }
+            for v in common::schema::violations("GET", &uri, &r) {
+                failures.push(format!("{}: {v}", c.name));
             }
             let problem = match want {
                 Want::Npy(shape, values) | Want::NpyNear(shape, values, _) => {

@@ -142,7 +142,14 @@ async fn serve_without_data_generates_and_serves_sample_data() {
     let (status, body) = http_get(&server.addr, "/v1/datasets").await;
     assert_eq!(status, 200);
     let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(j.as_array().unwrap().len(), 4);
+    assert_eq!(j.as_array().unwrap().len(), 5);
+    // Clients are told it is sample data, not where the server keeps it.
+    assert_eq!(j[2]["source"], "sample:medmnist/");
+    let (_, ready) = http_get(&server.addr, "/readyz").await;
+    let ready: serde_json::Value = serde_json::from_slice(&ready).unwrap();
+    assert_eq!(ready["store"], "sample:");
+    let cwd_path = cwd.path().to_str().unwrap();
+    assert!(!String::from_utf8_lossy(&body).contains(cwd_path));
     let (status, body) = http_get(
         &server.addr,
         "/v1/datasets/medmnist/splits/train/items/HeadCT~005001/image?format=npy",
@@ -150,6 +157,38 @@ async fn serve_without_data_generates_and_serves_sample_data() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(common::parse_npy(&body).0, [1, 64, 64]);
+}
+
+#[tokio::test]
+async fn responses_name_a_local_data_root_relative_to_itself() {
+    let cwd = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize(common::sample_dir()).unwrap();
+    let data = data.to_str().unwrap();
+    let server = spawn(&["--data", data], &[], cwd.path());
+    for path in ["/v1/datasets", "/v1/datasets/nojson", "/readyz"] {
+        let (status, body) = http_get(&server.addr, path).await;
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains(data), "{path} shows the server path: {text}");
+    }
+    let (_, body) = http_get(&server.addr, "/v1/datasets").await;
+    let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let sources: Vec<&str> = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "./Task01_BrainTumour/",
+            "./Task09_Spleen/",
+            "./medmnist/",
+            "./nojson/",
+            "./segmentation/"
+        ]
+    );
 }
 
 #[tokio::test]

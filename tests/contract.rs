@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
 
@@ -168,4 +168,220 @@ async fn every_documented_operation_is_served_and_others_are_405() {
             .unwrap();
         assert_eq!(common::send(&app, wrong).await.status, 405, "DELETE {uri}");
     }
+}
+
+/// Every catalog document of a data root (the index, the listing, each dataset, split, class
+/// list, item page and item), plus errors of each kind, checked against its documented schema.
+/// Returns how many bodies were checked and every violation found.
+async fn crawl(app: &axum::Router) -> (usize, Vec<String>) {
+    let mut uris: Vec<(Method, String)> = [
+        "/",
+        "/healthz",
+        "/readyz",
+        "/v1/datasets",
+        "/v1/datasets/nope",
+        "/v1/datasets?x=1",
+    ]
+    .iter()
+    .map(|u| (Method::GET, u.to_string()))
+    .collect();
+    uris.push((Method::POST, "/v1/catalog/refresh".into()));
+    let list = common::get(app, "/v1/datasets").await.json();
+    for ds in list.as_array().expect("a list") {
+        let base = ds["url"].as_str().unwrap().to_string();
+        uris.push((Method::GET, base.clone()));
+        uris.push((Method::GET, format!("{base}/splits")));
+        uris.push((Method::GET, format!("{base}/splits/nope/items")));
+        for sp in ds["splits"].as_array().unwrap() {
+            let sp = format!("{base}/splits/{}", sp.as_str().unwrap());
+            uris.push((Method::GET, format!("{sp}/classes")));
+            uris.push((Method::GET, format!("{sp}/items?class=nope")));
+            uris.push((Method::GET, format!("{sp}/items/nope")));
+            let page = format!("{sp}/items?limit=1000");
+            uris.push((Method::GET, page.clone()));
+            for it in common::get(app, &page).await.json()["items"]
+                .as_array()
+                .unwrap()
+            {
+                uris.push((Method::GET, it["url"].as_str().unwrap().to_string()));
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (method, uri) in &uris {
+        let r = common::call(app, method.clone(), uri).await;
+        problems.extend(common::schema::violations(method.as_str(), uri, &r));
+    }
+    (uris.len(), problems)
+}
+
+#[tokio::test]
+async fn every_catalog_document_of_the_sample_data_matches_its_schema() {
+    let (app, _) = common::app();
+    let (checked, problems) = crawl(&app).await;
+    assert!(checked > 150, "only {checked} documents");
+    assert!(
+        problems.is_empty(),
+        "{} of {checked} responses break openapi.yaml:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+fn png_of(w: u32, h: u32, color: png::ColorType, depth: png::BitDepth, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(color);
+    enc.set_depth(depth);
+    if color == png::ColorType::Indexed {
+        enc.set_palette(vec![0, 0, 0, 255, 0, 0, 0, 255, 0, 255, 255, 255]);
+    }
+    let mut wr = enc.write_header().unwrap();
+    wr.write_image_data(data).unwrap();
+    wr.finish().unwrap();
+    out
+}
+
+/// Layouts as found on data we did not make: `dataset.json` with only some keys, nnU-Net v2
+/// label maps, unreadable or empty ones, one whose training list names no file; subject folders
+/// with a missing image or mask; a classification set at the data root itself with JPEG,
+/// 16-bit and palette PNGs. Every catalog document must still match openapi.yaml.
+#[tokio::test]
+async fn catalog_documents_of_layouts_found_in_the_wild_match_their_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sample = common::sample_dir().join("nojson");
+    let copy = |from: &str, to: &str| {
+        let bytes = std::fs::read(sample.join(from)).unwrap();
+        common::put(d, to, &bytes);
+    };
+    let (img, lab, nolab) = (
+        "imagesTr/case_001.nii.gz",
+        "labelsTr/case_001.nii.gz",
+        "imagesTr/case_002.nii.gz",
+    );
+    // Only a name and labels for some values; pairs found by file name.
+    common::put(
+        d,
+        "partial/dataset.json",
+        br#"{"name": "Partial", "labels": {"0": "background"}}"#,
+    );
+    copy(img, "partial/imagesTr/a.nii.gz");
+    copy(lab, "partial/labelsTr/a.nii.gz");
+    copy(nolab, "partial/imagesTs/b.nii.gz");
+    // nnU-Net v2's label map (name -> value) and keys the Decathlon never had.
+    common::put(
+        d,
+        "nnunet/dataset.json",
+        br#"{"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1, "lesion": 2},
+            "numTraining": 1, "file_ending": ".nii.gz"}"#,
+    );
+    copy(img, "nnunet/imagesTr/c.nii.gz");
+    copy(lab, "nnunet/labelsTr/c.nii.gz");
+    common::put(d, "broken/dataset.json", b"{\"name\": ");
+    copy(img, "broken/imagesTr/d.nii.gz");
+    common::put(d, "empty/dataset.json", b"{}");
+    copy(nolab, "empty/imagesTr/e.nii.gz");
+    common::put(
+        d,
+        "stale/dataset.json",
+        br#"{"training": [{"image": "./imagesTr/gone.nii.gz", "label": null}], "test": []}"#,
+    );
+    copy(img, "stale/imagesTr/f.nii.gz");
+    // A subject without a mask, and a mask without its image (not an item).
+    copy(nolab, "subjects/train/s1/img.nii.gz");
+    copy(lab, "subjects/train/s2/label.nii.gz");
+    // The data root itself is a classification set (split `all`).
+    common::put(d, "CXR/1.png", &common::tiny_png());
+    let px16: Vec<u8> = (0u16..64).flat_map(|v| (v * 1000).to_be_bytes()).collect();
+    let g16 = png_of(
+        8,
+        8,
+        png::ColorType::Grayscale,
+        png::BitDepth::Sixteen,
+        &px16,
+    );
+    common::put(d, "CXR/2.png", &g16);
+    let pal = png_of(
+        8,
+        8,
+        png::ColorType::Indexed,
+        png::BitDepth::Eight,
+        &[2u8; 64],
+    );
+    common::put(d, "Hand/3.png", &pal);
+    let mut jpg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 90)
+        .encode(&[128u8; 64], 8, 8, image::ExtendedColorType::L8)
+        .unwrap();
+    common::put(d, "Hand/4.jpg", &jpg);
+
+    let (app, _) = common::app_on(d);
+    let (checked, problems) = crawl(&app).await;
+    assert!(
+        problems.is_empty(),
+        "{} of {checked} responses break openapi.yaml:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+
+    let list = common::get(&app, "/v1/datasets").await.json();
+    let by_name = |n: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|ds| ds["name"] == n)
+            .unwrap_or_else(|| panic!("no dataset {n} in {list}"))
+            .clone()
+    };
+    let root = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|ds| ds["kind"] == "classification")
+        .unwrap();
+    assert_eq!(
+        (&root["source"], &root["splits"]),
+        (&json!("./"), &json!(["all"]))
+    );
+    assert_eq!(
+        by_name("stale")["items"],
+        0,
+        "a training list of missing files"
+    );
+    assert_eq!(by_name("stale")["splits"], json!([]));
+    assert_eq!(by_name("subjects")["items"], 1);
+
+    let item =
+        |ds: &str, split: &str, id: &str| format!("/v1/datasets/{ds}/splits/{split}/items/{id}");
+    let names = |j: &Value| -> Vec<Value> {
+        j["label"]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].clone())
+            .collect()
+    };
+    let p = common::get(&app, "/v1/datasets/partial").await.json();
+    assert_eq!(p["info"], json!({"name": "Partial"}));
+    assert_eq!(p["labels"], json!({"0": "background"}));
+    let a = common::get(&app, &item("partial", "train", "a"))
+        .await
+        .json();
+    assert_eq!(names(&a), [json!("background"), Value::Null, Value::Null]);
+    let n = common::get(&app, "/v1/datasets/nnunet").await.json();
+    assert_eq!(
+        n["labels"],
+        json!({"0": "background", "1": "organ", "2": "lesion"})
+    );
+    assert_eq!(n["info"]["file_ending"], ".nii.gz");
+    let c = common::get(&app, &item("nnunet", "train", "c"))
+        .await
+        .json();
+    assert_eq!(
+        names(&c),
+        [json!("background"), json!("organ"), json!("lesion")]
+    );
+    let b = common::get(&app, "/v1/datasets/broken").await.json();
+    assert_eq!((&b["labels"], &b["info"]), (&json!({}), &json!({})));
 }

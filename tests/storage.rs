@@ -179,6 +179,14 @@ async fn local_backend_conformance() {
     let dir = tempfile::tempdir().unwrap();
     write_conformance_files(dir.path());
     let store = LocalStore::new(dir.path()).unwrap();
+    // The log names the folder; clients are only told a label.
+    let canonical = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(store.describe(), canonical.to_str().unwrap());
+    assert_eq!(store.public_location(), "./");
+    assert_eq!(
+        store.clone().with_label("sample:").public_location(),
+        "sample:"
+    );
     let p = dir.path().join("a/two.txt");
     conformance(&store, || async move {
         std::fs::write(p, "two, changed").unwrap()
@@ -233,6 +241,7 @@ async fn s3_backend_conformance() {
         .unwrap();
     let store = s3_store(&server.endpoint, "root").await;
     assert_eq!(store.describe(), format!("s3://{BUCKET}/root/"));
+    assert_eq!(store.public_location(), format!("s3://{BUCKET}/root/"));
     let c2 = client.clone();
     conformance(&store, || async move {
         c2.put_object()

@@ -1627,6 +1627,71 @@ async fn item_metadata_describes_volume_and_label() {
     assert!(t.get("label").is_none_or(Value::is_null), "{t}");
 }
 
+/// The sample's `nojson` task is data as found in the wild: no `dataset.json`, headers without
+/// an sform, an image without a mask, a volume of NaNs. Each is described as openapi.yaml says
+/// (and `tests/contract.rs` checks the same bodies against the schemas).
+#[tokio::test]
+async fn item_metadata_of_data_found_in_the_wild() {
+    let (app, _) = app();
+    let base = "/v1/datasets/nojson/splits";
+    let d = get_ok(&app, "/v1/datasets/nojson").await.json();
+    assert_eq!(d["layout"], "decathlon");
+    assert_eq!(d["labels"], json!({}), "no dataset.json, no names");
+    assert_eq!(d["info"], json!({}));
+
+    // Neither sform nor qform: nibabel's pixdim affine (x flipped, centred); unnamed labels.
+    let a = get_ok(&app, &format!("{base}/train/items/case_001"))
+        .await
+        .json();
+    let v = &a["volume"];
+    assert_eq!(v["affine_source"], "pixdim");
+    assert_eq!(v["orientation"], "LAS");
+    let want = [
+        [-1.5, 0.0, 0.0, 17.25],
+        [0.0, 1.5, 0.0, -14.25],
+        [0.0, 0.0, 3.0, -10.5],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    for (i, row) in want.iter().enumerate() {
+        for (k, &w) in row.iter().enumerate() {
+            close(&v["affine"][i][k], w, "pixdim affine");
+        }
+    }
+    let values = a["label"]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 3, "{}", a["label"]);
+    for (i, e) in values.iter().enumerate() {
+        assert_eq!(e["value"], i);
+        assert!(e["name"].is_null(), "{e}: a value without a name is null");
+    }
+
+    // Only a qform (a half turn about z): LPS; no mask: no label member.
+    let b = get_ok(&app, &format!("{base}/train/items/case_002"))
+        .await
+        .json();
+    assert_eq!(b["volume"]["affine_source"], "qform");
+    assert_eq!(b["volume"]["orientation"], "LPS");
+    close(&b["volume"]["affine"][0][3], 20.0, "qoffset x");
+    assert_eq!(
+        (&b["has_label"], &b["label_key"]),
+        (&json!(false), &Value::Null)
+    );
+    assert!(b.get("label").is_none(), "{b}");
+
+    // No finite voxel: no intensity range, and still a picture and an array.
+    let c = format!("{base}/test/items/case_003");
+    let j = get_ok(&app, &c).await.json();
+    assert_eq!(j["volume"]["dtype"], "float32");
+    assert!(j["volume"]["intensity"].is_null(), "{j}");
+    for q in [
+        "/slice",
+        "/slice?preset=mri",
+        "/slice?format=npy",
+        "/volume?size=4,4,4",
+    ] {
+        get_ok(&app, &format!("{c}{q}")).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. MONAI parity over HTTP
 // ---------------------------------------------------------------------------------------------

@@ -22,10 +22,9 @@ pub const ITEM_LIST_PARAMS: &[&str] = &["class", "offset", "limit"];
 /// Default page size of item listings.
 pub const DEFAULT_PAGE: usize = 100;
 
+/// `./medmnist/`, `sample:medmnist/` or `s3://bucket/prefix/medmnist/`: never a server path.
 fn source(state: &AppState, ds: &Dataset) -> String {
-    let base = state.catalog.source();
-    let sep = if base.ends_with('/') { "" } else { "/" };
-    format!("{base}{sep}{}", ds.root)
+    format!("{}{}", state.catalog.public_location(), ds.root)
 }
 
 fn item_url(ds: &Dataset, sp: &Split, it: &Item) -> String {

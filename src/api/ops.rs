@@ -46,7 +46,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, AppError>
     state.catalog.ping().await?;
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        axum::Json(json!({"status": "ready", "store": state.catalog.source()})),
+        axum::Json(json!({"status": "ready", "store": state.catalog.public_location()})),
     )
         .into_response())
 }

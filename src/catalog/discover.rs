@@ -69,7 +69,8 @@ fn yes() -> bool {
 /// The parts of a Decathlon `dataset.json` we use.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct DecathlonJson {
-    #[serde(default)]
+    /// Label value (decimal) -> name.
+    #[serde(default, deserialize_with = "label_names")]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub training: Vec<DecathlonPair>,
@@ -93,6 +94,29 @@ pub struct DecathlonPair {
 pub enum DecathlonTest {
     Path(String),
     Pair { image: String },
+}
+
+/// `labels` as the Decathlon writes it (`{"0": "background", "1": "spleen"}`) or as nnU-Net v2
+/// does (`{"background": 0, "spleen": 1}`), keyed by the value in canonical decimal (`"01"` is
+/// `"1"`), as the item metadata looks names up. Entries that name no single value 0..=255
+/// (nnU-Net's region lists, `null`), or a `labels` that is no object, are left out rather
+/// than losing the whole file.
+fn label_names<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let serde_json::Value::Object(raw) = serde_json::Value::deserialize(d)? else {
+        return Ok(BTreeMap::new());
+    };
+    let value = |s: &str| s.trim().parse::<u8>().ok().map(|v| v.to_string());
+    Ok(raw
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::String(name) => Some((value(&k)?, name)),
+            serde_json::Value::Number(n) => Some((value(&n.to_string())?, k)),
+            _ => None,
+        })
+        .collect())
 }
 
 fn is_junk(key: &str) -> bool {
@@ -720,6 +744,22 @@ mod tests {
         // b is not in dataset.json's training list, so it is not served.
         assert_eq!(d.split("train").unwrap().items.len(), 1);
         assert_eq!(d.split("test").unwrap().items[0].id, "c");
+    }
+
+    #[test]
+    fn decathlon_and_nnunet_label_maps_both_name_values() {
+        let names = |text: &str| serde_json::from_str::<DecathlonJson>(text).unwrap().labels;
+        let want: BTreeMap<String, String> = [("0", "background"), ("1", "liver")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert_eq!(names(r#"{"labels":{"0":"background","01":"liver"}}"#), want);
+        assert_eq!(
+            names(r#"{"labels":{"background":0,"liver":1,"tumour region":[1,2],"x":300}}"#),
+            want
+        );
+        assert!(names(r#"{"labels":null}"#).is_empty());
+        assert!(names(r#"{"labels":["background","liver"]}"#).is_empty());
+        assert!(names(r#"{"name":"only a name"}"#).is_empty());
     }
 
     #[test]

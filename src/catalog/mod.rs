@@ -58,9 +58,9 @@ impl Catalog {
         }
     }
 
-    /// Where the data lives, as the store describes it.
-    pub fn source(&self) -> String {
-        self.store.describe()
+    /// Where the data lives, as clients may see it (never a server path).
+    pub fn public_location(&self) -> String {
+        self.store.public_location()
     }
 
     /// Whether the store answers (for `/readyz`).

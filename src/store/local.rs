@@ -20,6 +20,8 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// What clients are told instead of `root` (see [`ObjectStore::public_location`]).
+    label: String,
 }
 
 impl LocalStore {
@@ -32,7 +34,17 @@ impl LocalStore {
                 format!("{} is not a directory", root.display()),
             ));
         }
-        Ok(LocalStore { root })
+        Ok(LocalStore {
+            root,
+            label: "./".into(),
+        })
+    }
+
+    /// Names the folder to clients as `label` (default `./`: paths relative to the data root)
+    /// instead of its filesystem path, e.g. `sample:` for generated sample data.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
     }
 
     /// The canonical root directory.
@@ -132,6 +144,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
 impl ObjectStore for LocalStore {
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn public_location(&self) -> String {
+        self.label.clone()
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {

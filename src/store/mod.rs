@@ -52,8 +52,15 @@ pub enum StoreError {
 /// The object access every backend provides.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug {
-    /// Where the data lives, for logs and the dataset listing (`/abs/dir` or `s3://bucket/prefix`).
+    /// Where the data lives, for the server's own logs (`/abs/dir` or `s3://bucket/prefix/`).
+    /// Never sent to clients: responses use [`public_location`](Self::public_location).
     fn describe(&self) -> String;
+
+    /// Where the data lives as clients are told (dataset `source`s, `/readyz`): the S3 URL
+    /// `s3://bucket/prefix/`, or for a local folder a label (`./`, or `sample:` for generated
+    /// sample data), never the server's filesystem path. Ends in `/` or `:`, so a dataset's
+    /// root prefix can follow it directly.
+    fn public_location(&self) -> String;
 
     /// Every object whose key starts with `prefix` (`""` = all), sorted by key. Pagination is
     /// handled inside.

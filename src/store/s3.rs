@@ -221,6 +221,10 @@ impl ObjectStore for S3Store {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
 
+    fn public_location(&self) -> String {
+        self.describe()
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         validate_prefix(prefix)?;
         let full = self.full_key(prefix);

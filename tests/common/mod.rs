@@ -16,6 +16,7 @@ use medserve::{AppState, HttpOptions, build_router, state_for_store};
 use tower::ServiceExt;
 
 pub mod s3;
+pub mod schema;
 
 /// The sample data, written once per test binary.
 pub fn sample_dir() -> &'static Path {
