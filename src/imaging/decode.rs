@@ -161,6 +161,8 @@ fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
+/// PNG through the `png` crate, pixel limit first: the header's size is checked before the
+/// decoder reads any further, then again from the decoder's own reading of it.
 fn decode_png(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
     if let Some((w, h)) = png_dimensions(bytes) {
         check_size(u64::from(w), u64::from(h), opts.max_pixels)?;
@@ -190,8 +192,8 @@ fn decode_png(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError
 fn png_reader(bytes: &[u8], max_pixels: u64) -> Result<png::Reader<Cursor<&[u8]>>, DecodeError> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
-    // Pixels are already bounded above; this caps what ancillary chunks (text, ICC) may take
-    // on top of the largest allowed frame (4 channels x 16 bits).
+    // The caller bounds the pixels by `max_pixels`; this caps what ancillary chunks (text, ICC)
+    // may take on top of the largest allowed frame (4 channels x 16 bits).
     decoder.set_limits(png::Limits {
         bytes: usize::try_from(max_pixels.saturating_mul(8).saturating_add(64 << 20))
             .unwrap_or(usize::MAX),
