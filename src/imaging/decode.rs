@@ -161,107 +161,150 @@ fn png_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     Some((w, h))
 }
 
+/// PNG through the `png` crate, pixel limit first: the header's size is checked before the
+/// decoder reads any further, then again from the decoder's own reading of it.
 fn decode_png(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
-    use png::{BitDepth, ColorType, Transformations};
-
     if let Some((w, h)) = png_dimensions(bytes) {
         check_size(u64::from(w), u64::from(h), opts.max_pixels)?;
     }
-
-    let mut decoder = png::Decoder::new(Cursor::new(bytes));
-    // Raw samples: palette indices stay indices, 16-bit stays 16-bit, low bit depths stay packed.
-    decoder.set_transformations(Transformations::IDENTITY);
-    // Pixels are already bounded above; this caps what ancillary chunks (text, ICC) may take
-    // on top of the largest allowed frame (4 channels x 16 bits).
-    decoder.set_limits(png::Limits {
-        bytes: usize::try_from(opts.max_pixels.saturating_mul(8).saturating_add(64 << 20))
-            .unwrap_or(usize::MAX),
-    });
-    let mut reader = decoder.read_info().map_err(png_err)?;
-    let (width, height, color, depth, palette, has_trns) = {
-        let info = reader.info();
-        (
-            info.width,
-            info.height,
-            info.color_type,
-            info.bit_depth,
-            info.palette.as_ref().map(|p| p.to_vec()),
-            info.trns.as_ref().map(|t| t.to_vec()),
-        )
-    };
-    check_size(u64::from(width), u64::from(height), opts.max_pixels)?;
-    let (channels, color_name): (usize, &'static str) = match color {
-        ColorType::Grayscale => (1, "gray"),
-        ColorType::GrayscaleAlpha => (2, "gray-alpha"),
-        ColorType::Rgb => (3, "rgb"),
-        ColorType::Rgba => (4, "rgba"),
-        ColorType::Indexed => (1, "palette"),
-    };
-    let bits = depth as u8;
-    let info = ImageInfo {
-        format: "png",
-        width,
-        height,
-        channels: channels as u8,
-        bit_depth: bits,
-        color_type: color_name,
-    };
+    let mut reader = png_reader(bytes, opts.max_pixels)?;
+    let png = PngFormat::of(reader.info());
+    check_size(u64::from(png.width), u64::from(png.height), opts.max_pixels)?;
+    let info = png.image_info();
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| png_err("image too large for this platform"))?;
     let mut buf = vec![0u8; size];
     let frame = reader.next_frame(&mut buf).map_err(png_err)?;
-    let line = frame.line_size;
-    let (w, h) = (width as usize, height as usize);
-
-    // Unpack every sample to f32 in (C, H, W); the match on the bit depth happens once, and
-    // each variant's loop is monomorphised.
-    let gray16 = color == ColorType::Grayscale;
-    let low_scale = match (color, depth) {
-        // Pillow's "L;2"/"L;4" unpackers scale gray to the full 8-bit range; palette indices
-        // and 1-bit gray stay as they are.
-        (ColorType::Indexed, _) | (_, BitDepth::One) => 1.0,
-        (_, BitDepth::Two) => 85.0,
-        _ => 17.0,
-    };
-    let values = match depth {
-        BitDepth::Eight => unpack(&buf, line, channels, h, w, |row, s| f32::from(row[s])),
-        BitDepth::Sixteen => unpack(&buf, line, channels, h, w, |row, s| {
-            let raw = u16::from_be_bytes([row[2 * s], row[2 * s + 1]]);
-            // Pillow keeps 16-bit gray raw ("I;16") but reads 16-bit colour, gray+alpha
-            // included, as 8-bit by taking the high byte.
-            if gray16 {
-                f32::from(raw)
-            } else {
-                f32::from(raw >> 8)
-            }
-        }),
-        low => {
-            let b = low as usize;
-            let per_byte = 8 / b;
-            let mask = (1u8 << b) - 1;
-            unpack(&buf, line, channels, h, w, |row, s| {
-                let shift = 8 - b * (s % per_byte + 1);
-                f32::from((row[s / per_byte] >> shift) & mask) * low_scale
-            })
-        }
-    };
-    let data = Array3::from_shape_vec((channels, h, w), values)
+    let (w, h) = (png.width as usize, png.height as usize);
+    let values = png.samples(&buf, frame.line_size);
+    let data = Array3::from_shape_vec((png.channels(), h, w), values)
         .map_err(|e| png_err(format!("unexpected buffer shape: {e}")))?;
+    let data = png.colours(data, opts)?;
+    Ok(Decoded {
+        info,
+        data: apply_channel_mode(data, opts.channels),
+    })
+}
 
-    let data = if color == ColorType::Indexed
-        && (opts.palette == PaletteMode::Expand || opts.channels == ChannelMode::Luminance)
-    {
-        let pal = palette.ok_or_else(|| png_err("indexed PNG without a palette"))?;
-        expand_palette(&data, &pal, has_trns.as_deref())?
-    } else {
-        data
-    };
-    let data = match opts.channels {
-        ChannelMode::Native => data,
-        ChannelMode::Luminance => luminance(data),
-    };
-    Ok(Decoded { info, data })
+/// A PNG reader past the header that hands out raw samples: palette indices stay indices,
+/// 16-bit stays 16-bit, low bit depths stay packed.
+fn png_reader(bytes: &[u8], max_pixels: u64) -> Result<png::Reader<Cursor<&[u8]>>, DecodeError> {
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    // The caller bounds the pixels by `max_pixels`; this caps what ancillary chunks (text, ICC)
+    // may take on top of the largest allowed frame (4 channels x 16 bits).
+    decoder.set_limits(png::Limits {
+        bytes: usize::try_from(max_pixels.saturating_mul(8).saturating_add(64 << 20))
+            .unwrap_or(usize::MAX),
+    });
+    decoder.read_info().map_err(png_err)
+}
+
+/// What decoding needs from a PNG's header, copied out so the reader can be borrowed again
+/// for the frame.
+struct PngFormat {
+    width: u32,
+    height: u32,
+    color: png::ColorType,
+    depth: png::BitDepth,
+    palette: Option<Vec<u8>>,
+    trns: Option<Vec<u8>>,
+}
+
+impl PngFormat {
+    fn of(info: &png::Info) -> PngFormat {
+        PngFormat {
+            width: info.width,
+            height: info.height,
+            color: info.color_type,
+            depth: info.bit_depth,
+            palette: info.palette.as_ref().map(|p| p.to_vec()),
+            trns: info.trns.as_ref().map(|t| t.to_vec()),
+        }
+    }
+
+    /// Channels as stored (a palette index is one) and the colour type's name.
+    fn channels_and_name(&self) -> (usize, &'static str) {
+        match self.color {
+            png::ColorType::Grayscale => (1, "gray"),
+            png::ColorType::GrayscaleAlpha => (2, "gray-alpha"),
+            png::ColorType::Rgb => (3, "rgb"),
+            png::ColorType::Rgba => (4, "rgba"),
+            png::ColorType::Indexed => (1, "palette"),
+        }
+    }
+
+    fn channels(&self) -> usize {
+        self.channels_and_name().0
+    }
+
+    fn image_info(&self) -> ImageInfo {
+        let (channels, color_type) = self.channels_and_name();
+        ImageInfo {
+            format: "png",
+            width: self.width,
+            height: self.height,
+            channels: channels as u8,
+            bit_depth: self.depth as u8,
+            color_type,
+        }
+    }
+
+    /// Every sample of the frame `buf` (rows of `line` bytes) as f32 in `(C, H, W)`, with
+    /// Pillow's values. The match on the bit depth happens once, and each variant's loop is
+    /// monomorphised.
+    fn samples(&self, buf: &[u8], line: usize) -> Vec<f32> {
+        use png::{BitDepth, ColorType};
+
+        let channels = self.channels();
+        let (w, h) = (self.width as usize, self.height as usize);
+        let gray16 = self.color == ColorType::Grayscale;
+        let low_scale = match (self.color, self.depth) {
+            // Pillow's "L;2"/"L;4" unpackers scale gray to the full 8-bit range; palette indices
+            // and 1-bit gray stay as they are.
+            (ColorType::Indexed, _) | (_, BitDepth::One) => 1.0,
+            (_, BitDepth::Two) => 85.0,
+            _ => 17.0,
+        };
+        match self.depth {
+            BitDepth::Eight => unpack(buf, line, channels, h, w, |row, s| f32::from(row[s])),
+            BitDepth::Sixteen => unpack(buf, line, channels, h, w, |row, s| {
+                let raw = u16::from_be_bytes([row[2 * s], row[2 * s + 1]]);
+                // Pillow keeps 16-bit gray raw ("I;16") but reads 16-bit colour, gray+alpha
+                // included, as 8-bit by taking the high byte.
+                if gray16 {
+                    f32::from(raw)
+                } else {
+                    f32::from(raw >> 8)
+                }
+            }),
+            low => {
+                let b = low as usize;
+                let per_byte = 8 / b;
+                let mask = (1u8 << b) - 1;
+                unpack(buf, line, channels, h, w, |row, s| {
+                    let shift = 8 - b * (s % per_byte + 1);
+                    f32::from((row[s / per_byte] >> shift) & mask) * low_scale
+                })
+            }
+        }
+    }
+
+    /// Palette indices become the palette's colours when asked for, or when luminance needs
+    /// colours to weigh; everything else passes through.
+    fn colours(self, data: Array3<f32>, opts: &DecodeOptions) -> Result<Array3<f32>, DecodeError> {
+        if self.color == png::ColorType::Indexed
+            && (opts.palette == PaletteMode::Expand || opts.channels == ChannelMode::Luminance)
+        {
+            let pal = self
+                .palette
+                .ok_or_else(|| png_err("indexed PNG without a palette"))?;
+            expand_palette(&data, &pal, self.trns.as_deref())
+        } else {
+            Ok(data)
+        }
+    }
 }
 
 /// Interleaved rows (`line` bytes each) -> planar `(C, H, W)` values; `sample(row, s)` reads
@@ -315,6 +358,14 @@ fn expand_palette(
         }
     }
     Ok(out)
+}
+
+/// The requested channel handling, after any palette expansion.
+fn apply_channel_mode(data: Array3<f32>, mode: ChannelMode) -> Array3<f32> {
+    match mode {
+        ChannelMode::Native => data,
+        ChannelMode::Luminance => luminance(data),
+    }
 }
 
 /// `(C, H, W)` -> `(1, H, W)`: gray stays, alpha goes, colour becomes BT.601 luma.
@@ -399,11 +450,10 @@ fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeErro
         bit_depth: 8,
         color_type: color_name,
     };
-    let data = match opts.channels {
-        ChannelMode::Native => data,
-        ChannelMode::Luminance => luminance(data),
-    };
-    Ok(Decoded { info, data })
+    Ok(Decoded {
+        info,
+        data: apply_channel_mode(data, opts.channels),
+    })
 }
 
 #[cfg(test)]

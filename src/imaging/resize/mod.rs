@@ -1,8 +1,19 @@
 //! Resizing channel-first arrays the way MONAI's `Resize` does (through torch), one spatial
 //! axis at a time. Every mode here is separable, so resizing axis by axis gives the same
 //! numbers as torch's 2D/3D kernels up to float rounding.
+//!
+//! This file holds the entry points and the memory layout: `fused.rs` resizes the outer axes
+//! in one streaming pass (across threads for big inputs), `plan.rs` says where each output
+//! sample of one axis comes from and resizes contiguous lanes.
+
+mod fused;
+mod plan;
 
 use ndarray::{ArrayD, ArrayViewD, Ix4, IxDyn};
+
+use fused::{Level, PARALLEL_MIN, fused_parallel};
+pub use plan::nearest_indices;
+use plan::{Plan, resize_lanes};
 
 /// Interpolation, named as in MONAI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +107,7 @@ pub fn resize_axis(a: ArrayViewD<f32>, axis: usize, out: usize, mode: ResizeMode
 /// Resizes a dense buffer whose memory-order sizes are `dims` (outermost first) and whose
 /// memory position `m` holds logical axis `axes[m]`, to the logical shape `target`.
 ///
-/// The outer axes are resized together in one streaming pass ([`fused`]): every input row is
+/// The outer axes are resized together in one streaming pass (`fused.rs`): every input row is
 /// converted and added into the output rows whose windows hold it, so the input is read once,
 /// in order, and no full-size intermediate is allocated. The innermost (contiguous) axis is
 /// resized last, on the already reduced rows.
@@ -215,306 +226,6 @@ fn to_logical_order(src: &[f32], dims: &[usize], axes: &[usize]) -> Vec<f32> {
             idx[k] = 0;
         }
     }
-}
-
-/// One memory-order axis of a fused resize.
-#[derive(Clone)]
-struct Level {
-    n_in: usize,
-    n_out: usize,
-    /// Elements per input / output step along this axis.
-    inner_in: usize,
-    inner_out: usize,
-    /// `None`: copied (converted) as is.
-    plan: Option<Plan>,
-    /// Area only: for each input index, the outputs whose windows hold it.
-    feeds: Vec<Vec<usize>>,
-}
-
-impl Level {
-    fn new(
-        n_in: usize,
-        n_out: usize,
-        inner_in: usize,
-        inner_out: usize,
-        plan: Option<Plan>,
-    ) -> Level {
-        let mut feeds = Vec::new();
-        if let Some(Plan::Area(w)) = &plan {
-            feeds = vec![Vec::new(); n_in];
-            for (i, &(s, e)) in w.iter().enumerate() {
-                for f in &mut feeds[s..e] {
-                    f.push(i);
-                }
-            }
-        }
-        Level {
-            n_in,
-            n_out,
-            inner_in,
-            inner_out,
-            plan,
-            feeds,
-        }
-    }
-}
-
-/// Inputs below this many elements are resized on the calling thread.
-const PARALLEL_MIN: usize = 1 << 24;
-
-/// [`fused`] over the whole buffer, split across threads for large inputs: the outermost
-/// level with several outputs is cut into ranges of outputs, each computed from the inputs its
-/// windows reach. The numbers are the same as on one thread (every output is computed the
-/// same way); only a cold, big volume gains, and it is the request a user waits for.
-fn fused_parallel<T, F>(levels: &[Level], src: &[T], mid: &mut [f32], conv: &F, min_len: usize)
-where
-    T: Copy + Sync,
-    F: Fn(T) -> f32 + Sync,
-{
-    let scratch_for = |levels: &[Level]| -> Vec<(Vec<f32>, Vec<f32>)> {
-        levels
-            .iter()
-            .map(|l| (vec![0.0; l.inner_out], vec![0.0; l.inner_out]))
-            .collect()
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    // The split level: the first with more than one output; every level above has one.
-    let split = levels.iter().position(|l| l.n_out > 1);
-    let (p, ok) = match split {
-        Some(p) => (p, levels[..p].iter().all(|l| l.n_in == 1)),
-        None => (0, false),
-    };
-    if threads < 2 || src.len() < min_len || !ok || levels.len() - p < 2 {
-        fused(levels, src, mid, conv, &mut scratch_for(levels));
-        return;
-    }
-    let lv = &levels[p];
-    let per = lv.n_out.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let mut rest_out = mid;
-        for i0 in (0..lv.n_out).step_by(per) {
-            let i1 = (i0 + per).min(lv.n_out);
-            let (chunk, tail) = rest_out.split_at_mut((i1 - i0) * lv.inner_out);
-            rest_out = tail;
-            let (sub, k0, k1) = lv.slice(i0, i1);
-            let mut sub_levels = vec![sub];
-            sub_levels.extend(levels[p + 1..].iter().cloned());
-            let part = &src[k0 * lv.inner_in..k1 * lv.inner_in];
-            let mut scratch = scratch_for(&sub_levels);
-            scope.spawn(move || fused(&sub_levels, part, chunk, conv, &mut scratch));
-        }
-    });
-}
-
-impl Level {
-    /// This level restricted to outputs `i0..i1`, and the input range `k0..k1` they read.
-    fn slice(&self, i0: usize, i1: usize) -> (Level, usize, usize) {
-        let (plan, k0, k1) = match &self.plan {
-            None => (None, i0, i1),
-            Some(Plan::Area(w)) => {
-                let (k0, k1) = (w[i0].0, w[i1 - 1].1);
-                let w = w[i0..i1].iter().map(|&(s, e)| (s - k0, e - k0)).collect();
-                (Some(Plan::Area(w)), k0, k1)
-            }
-            Some(Plan::Nearest(idx)) => {
-                let (k0, k1) = (idx[i0], idx[i1 - 1] + 1);
-                let idx = idx[i0..i1].iter().map(|&k| k - k0).collect();
-                (Some(Plan::Nearest(idx)), k0, k1)
-            }
-            Some(Plan::Linear(t)) => {
-                let (k0, k1) = (t[i0].0, t[i1 - 1].1 + 1);
-                let t = t[i0..i1]
-                    .iter()
-                    .map(|&(a, b, l)| (a - k0, b - k0, l))
-                    .collect();
-                (Some(Plan::Linear(t)), k0, k1)
-            }
-        };
-        let sub = Level::new(k1 - k0, i1 - i0, self.inner_in, self.inner_out, plan);
-        (sub, k0, k1)
-    }
-}
-
-/// Resizes the block `src` (this level's `n_in` steps) into `out` (its `n_out` steps),
-/// recursing into deeper levels; the deepest level converts a row.
-fn fused<T, F>(
-    levels: &[Level],
-    src: &[T],
-    out: &mut [f32],
-    conv: &F,
-    scratch: &mut [(Vec<f32>, Vec<f32>)],
-) where
-    T: Copy,
-    F: Fn(T) -> f32,
-{
-    let (lv, rest) = levels.split_first().expect("at least one level");
-    if rest.is_empty() {
-        for (o, &v) in out.iter_mut().zip(src) {
-            *o = conv(v);
-        }
-        return;
-    }
-    let ((a, b), deeper) = scratch.split_first_mut().expect("one scratch per level");
-    let (ii, io) = (lv.inner_in, lv.inner_out);
-    let src_k = |k: usize| &src[k * ii..(k + 1) * ii];
-    match &lv.plan {
-        None => {
-            for (k, o) in out.chunks_exact_mut(io).enumerate().take(lv.n_out) {
-                fused(rest, src_k(k), o, conv, deeper);
-            }
-        }
-        Some(Plan::Area(w)) => {
-            out.fill(0.0);
-            let leaf_below = rest.len() == 1;
-            for k in 0..lv.n_in {
-                if lv.feeds[k].is_empty() {
-                    continue;
-                }
-                if leaf_below {
-                    // Convert straight into the sums: no round trip through a scratch row.
-                    for &i in &lv.feeds[k] {
-                        for (o, &v) in out[i * io..(i + 1) * io].iter_mut().zip(src_k(k)) {
-                            *o += conv(v);
-                        }
-                    }
-                    continue;
-                }
-                fused(rest, src_k(k), a, conv, deeper);
-                for &i in &lv.feeds[k] {
-                    for (o, &v) in out[i * io..(i + 1) * io].iter_mut().zip(a.iter()) {
-                        *o += v;
-                    }
-                }
-            }
-            for (i, &(s, e)) in w.iter().enumerate() {
-                // A multiply vectorises far better than a divide; the reciprocal costs at most
-                // one float32 rounding step.
-                let inv = 1.0 / (e - s) as f32;
-                out[i * io..(i + 1) * io].iter_mut().for_each(|v| *v *= inv);
-            }
-        }
-        Some(Plan::Nearest(idx)) => {
-            for i in 0..lv.n_out {
-                let (done, todo) = out.split_at_mut(i * io);
-                if i > 0 && idx[i] == idx[i - 1] {
-                    todo[..io].copy_from_slice(&done[(i - 1) * io..]);
-                } else {
-                    fused(rest, src_k(idx[i]), &mut todo[..io], conv, deeper);
-                }
-            }
-        }
-        Some(Plan::Linear(taps)) => {
-            let mut have = (usize::MAX, usize::MAX);
-            for (i, &(i0, i1, l1)) in taps.iter().enumerate() {
-                if have.0 != i0 {
-                    if have.1 == i0 {
-                        // Moving forward: the old right tap is the new left one.
-                        std::mem::swap(a, b);
-                        have = (i0, have.0);
-                    } else {
-                        fused(rest, src_k(i0), a, conv, deeper);
-                        have.0 = i0;
-                    }
-                }
-                if have.1 != i1 {
-                    fused(rest, src_k(i1), b, conv, deeper);
-                    have.1 = i1;
-                }
-                for ((o, &x), &y) in out[i * io..(i + 1) * io]
-                    .iter_mut()
-                    .zip(a.iter())
-                    .zip(b.iter())
-                {
-                    *o = (1.0 - l1) * x + l1 * y;
-                }
-            }
-        }
-    }
-}
-
-/// The innermost (contiguous) axis of a dense buffer with memory-order sizes `dims`, resized
-/// lane by lane to `out` samples.
-fn resize_lanes(src: &[f32], dims: &[usize], out: usize, mode: ResizeMode) -> Vec<f32> {
-    let n = dims[dims.len() - 1];
-    let lanes: usize = dims[..dims.len() - 1].iter().product();
-    let mut dst = vec![0.0f32; lanes * out];
-    if dst.is_empty() {
-        return dst;
-    }
-    let plan = Plan::new(n, out, mode);
-    for (s, d) in src.chunks_exact(n).zip(dst.chunks_exact_mut(out)) {
-        plan.lane(s, d);
-    }
-    dst
-}
-
-/// Where each output sample of one axis comes from.
-#[derive(Clone)]
-enum Plan {
-    /// Window `[start, end)` averaged (torch adaptive average pooling).
-    Area(Vec<(usize, usize)>),
-    Nearest(Vec<usize>),
-    /// `(i0, i1, weight of i1)`.
-    Linear(Vec<(usize, usize, f32)>),
-}
-
-impl Plan {
-    fn new(n_in: usize, out: usize, mode: ResizeMode) -> Plan {
-        match mode {
-            ResizeMode::Area => Plan::Area(
-                (0..out)
-                    .map(|i| (i * n_in / out, ((i + 1) * n_in).div_ceil(out)))
-                    .collect(),
-            ),
-            ResizeMode::Nearest => Plan::Nearest(nearest_indices(n_in, out)),
-            ResizeMode::Linear => {
-                let scale = n_in as f32 / out as f32;
-                Plan::Linear(
-                    (0..out)
-                        .map(|i| {
-                            let real = (scale * (i as f32 + 0.5) - 0.5).max(0.0);
-                            let i0 = (real.floor() as usize).min(n_in - 1);
-                            let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
-                            let l1 = (real - i0 as f32).clamp(0.0, 1.0);
-                            (i0, i1, l1)
-                        })
-                        .collect(),
-                )
-            }
-        }
-    }
-
-    /// A contiguous lane: `src` has the axis' `n` samples, `dst` its `out`.
-    fn lane(&self, src: &[f32], dst: &mut [f32]) {
-        match self {
-            Plan::Area(w) => {
-                for (o, &(s, e)) in dst.iter_mut().zip(w) {
-                    // Each window summed on its own (no running sum), so a NaN stays inside
-                    // its windows, as in torch.
-                    let sum: f64 = src[s..e].iter().map(|&v| f64::from(v)).sum();
-                    *o = (sum / (e - s) as f64) as f32;
-                }
-            }
-            Plan::Nearest(idx) => {
-                for (o, &k) in dst.iter_mut().zip(idx) {
-                    *o = src[k];
-                }
-            }
-            Plan::Linear(taps) => {
-                for (o, &(i0, i1, l1)) in dst.iter_mut().zip(taps) {
-                    *o = (1.0 - l1) * src[i0] + l1 * src[i1];
-                }
-            }
-        }
-    }
-}
-
-/// torch's legacy `nearest` source indices: `min(floor(f32(i) * f32(in)/f32(out)), in - 1)`.
-pub fn nearest_indices(n_in: usize, out: usize) -> Vec<usize> {
-    let scale = n_in as f32 / out as f32;
-    (0..out)
-        .map(|i| (((i as f32) * scale).floor() as usize).min(n_in - 1))
-        .collect()
 }
 
 /// Nearest-neighbour resize of the spatial axes of any element type (masks stay `u8`).

@@ -1,0 +1,157 @@
+//! The entry points that read a volume (from memory or a stream, gzipped or not) and the
+//! voxel reader behind them: limits checked against the header first, then the voxels read
+//! straight into a buffer of their stored type, exactly as far as the header says they reach.
+
+use std::io::{BufRead, Read};
+
+use super::{Dtype, Header, Volume, VolumeError, VolumeLimits, Voxels, header, io_error};
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Reads just the header (inflating only its first bytes).
+pub fn read_header(bytes: &[u8]) -> Result<Header, VolumeError> {
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let mut r = flate2::bufread::MultiGzDecoder::new(bytes);
+        header::read_from(&mut r)
+    } else {
+        header::read_from(&mut &bytes[..])
+    }
+}
+
+/// Decodes a whole `.nii` or `.nii.gz` held in memory.
+pub fn decode(bytes: &[u8], limits: &VolumeLimits) -> Result<Volume, VolumeError> {
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let mut r = flate2::bufread::MultiGzDecoder::new(bytes);
+        decode_from(&mut r, limits)
+    } else {
+        decode_from(&mut &bytes[..], limits)
+    }
+}
+
+/// Decodes a `.nii` or `.nii.gz` from a stream, e.g. an object still arriving from the
+/// store: inflating starts with the first bytes, and the compressed file is never held whole.
+pub fn decode_reader<R: Read>(r: R, limits: &VolumeLimits) -> Result<Volume, VolumeError> {
+    let mut br = std::io::BufReader::with_capacity(256 << 10, r);
+    let head = br.fill_buf().map_err(|e| io_error(e, "at its start"))?;
+    if head.starts_with(&GZIP_MAGIC) {
+        decode_from(&mut flate2::bufread::MultiGzDecoder::new(br), limits)
+    } else {
+        decode_from(&mut br, limits)
+    }
+}
+
+/// Whether `bytes` look like a gzip stream.
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&GZIP_MAGIC)
+}
+
+/// Header, limits, extensions, voxels: the one path behind every entry point.
+fn decode_from<R: Read>(r: &mut R, limits: &VolumeLimits) -> Result<Volume, VolumeError> {
+    let header = header::read_from(r)?;
+    let data_bytes = check_limits(&header, limits)?;
+    skip_extensions(r, &header)?;
+    let n = usize::try_from(header.voxels())
+        .map_err(|_| VolumeError::TooLarge("too many voxels".into()))?;
+    let swap = header.big_endian != cfg!(target_endian = "big");
+    macro_rules! read_typed {
+        ($t:ty, $variant:ident) => {{
+            let mut v: Vec<$t> = vec![<$t>::default(); n];
+            read_voxels(
+                r,
+                bytemuck::cast_slice_mut(&mut v),
+                data_bytes,
+                header.vox_offset,
+            )?;
+            if swap {
+                swap_bytes(bytemuck::cast_slice_mut(&mut v), std::mem::size_of::<$t>());
+            }
+            Voxels::$variant(v)
+        }};
+    }
+    let voxels = match header.dtype {
+        Dtype::U8 => read_typed!(u8, U8),
+        Dtype::I8 => read_typed!(i8, I8),
+        Dtype::I16 => read_typed!(i16, I16),
+        Dtype::U16 => read_typed!(u16, U16),
+        Dtype::I32 => read_typed!(i32, I32),
+        Dtype::U32 => read_typed!(u32, U32),
+        Dtype::I64 => read_typed!(i64, I64),
+        Dtype::U64 => read_typed!(u64, U64),
+        Dtype::F32 => read_typed!(f32, F32),
+        Dtype::F64 => read_typed!(f64, F64),
+    };
+    Ok(Volume { header, voxels })
+}
+
+/// The bytes of voxels the header promises, refused when they or the file would pass `limits`.
+fn check_limits(header: &Header, limits: &VolumeLimits) -> Result<u64, VolumeError> {
+    let voxels = header.voxels();
+    let data_bytes = voxels
+        .checked_mul(header.dtype.size() as u64)
+        .ok_or_else(|| VolumeError::TooLarge("the header's dimensions overflow".into()))?;
+    let [x, y, z] = header.spatial;
+    if voxels > limits.max_voxels {
+        return Err(VolumeError::TooLarge(format!(
+            "the header claims {x}x{y}x{z}x{} = {voxels} voxels; this server decodes at most {} (--max-voxels)",
+            header.channels, limits.max_voxels
+        )));
+    }
+    let total = header.vox_offset + data_bytes;
+    if total > limits.max_bytes {
+        return Err(VolumeError::TooLarge(format!(
+            "the header says the voxels end at byte {total}; this server decodes at most {} bytes (--max-volume-mb)",
+            limits.max_bytes
+        )));
+    }
+    Ok(data_bytes)
+}
+
+/// Skips the extensions between the header and the voxels without keeping them.
+fn skip_extensions<R: Read>(r: &mut R, header: &Header) -> Result<(), VolumeError> {
+    let skip = header.vox_offset - header.header_bytes;
+    let skipped = std::io::copy(&mut r.by_ref().take(skip), &mut std::io::sink())
+        .map_err(|e| io_error(e, "inside the extensions"))?;
+    if skipped < skip {
+        return Err(VolumeError::Truncated(format!(
+            "the header puts the voxels at byte {} but the file has {} bytes",
+            header.vox_offset,
+            header.header_bytes + skipped
+        )));
+    }
+    Ok(())
+}
+
+/// Fills `buf` from `r`, reporting how much was there when the file ends early.
+fn read_voxels<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    want: u64,
+    offset: u64,
+) -> Result<(), VolumeError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => {
+                return Err(VolumeError::Truncated(format!(
+                    "the header promises {want} bytes of voxels from byte {offset}, the file holds {got}"
+                )));
+            }
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(VolumeError::Truncated(format!(
+                    "the gzip stream ends after {got} of {want} bytes of voxels"
+                )));
+            }
+            Err(e) => return Err(VolumeError::Gzip(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Reverses every `width`-byte value in place: file byte order to native.
+fn swap_bytes(bytes: &mut [u8], width: usize) {
+    if width > 1 {
+        bytes.chunks_exact_mut(width).for_each(<[u8]>::reverse);
+    }
+}
