@@ -7,14 +7,21 @@ use std::time::Duration;
 /// Limits that protect the server from large or hostile inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Largest object fetched from the store.
     pub max_object_bytes: u64,
+    /// Largest 2D image decoded, in pixels.
     pub max_pixels: u64,
+    /// Largest volume decoded, in voxels over all channels.
     pub max_voxels: u64,
+    /// Largest decompressed NIfTI file.
     pub max_volume_bytes: u64,
+    /// Largest output side a 2D image's `size` may ask for.
     pub max_output_side: usize,
+    /// Largest output side a volume's `size` may ask for.
     pub max_volume_side: usize,
     /// Largest array (as sent) in one volume response.
     pub max_output_bytes: u64,
+    /// Largest `limit` of an item listing page.
     pub max_page: usize,
     /// CPU jobs allowed to wait for a worker before new ones are refused with 503.
     pub max_queue: usize,

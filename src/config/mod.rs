@@ -20,7 +20,12 @@ pub enum DataRoot {
     /// A local folder.
     Local(PathBuf),
     /// A bucket and key prefix.
-    S3 { bucket: String, prefix: String },
+    S3 {
+        /// The bucket's name.
+        bucket: String,
+        /// Key prefix every object is listed under; empty for the whole bucket.
+        prefix: String,
+    },
     /// Generated sample data in this folder.
     Sample(PathBuf),
 }
@@ -59,14 +64,18 @@ impl DataRoot {
 /// Which browser origins may read responses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
+    /// Every origin (`*`).
     Any,
+    /// Only these origins, each without a trailing `/`.
     List(Vec<String>),
 }
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object a line, for log collectors.
     Json,
 }
 
@@ -112,22 +121,35 @@ fn api_keys(a: &ServeArgs, errs: &mut Vec<String>) -> Vec<String> {
 /// Validated settings of `serve`.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `--data`: where the datasets are.
     pub data: DataRoot,
+    /// `--listen`.
     pub listen: SocketAddr,
+    /// `--s3-endpoint`: an S3-protocol server other than AWS.
     pub s3_endpoint: Option<String>,
+    /// `--s3-region`; unset: from the AWS environment.
     pub s3_region: Option<String>,
+    /// `--cache-mb` in bytes.
     pub cache_bytes: u64,
+    /// `--listing-ttl-secs`: how long a listing of the store is reused.
     pub listing_ttl: Duration,
+    /// `--catalog`: the JSON file naming datasets, if any.
     pub catalog: Option<PathBuf>,
+    /// `--cors-origins`.
     pub cors: CorsOrigins,
     /// Accepted API keys; empty = no key needed.
     pub api_keys: Vec<String>,
+    /// `--max-body-kb` in bytes.
     pub max_body_bytes: u64,
+    /// Bounds on inputs, outputs, pages and the CPU queue.
     pub limits: Limits,
     /// Timeouts and the cap of client connections.
     pub connections: ConnLimits,
+    /// `--request-timeout-secs`: past it a request is answered with 503.
     pub request_timeout: Duration,
+    /// Decode/transform jobs run at once (`--cpu-workers`, 0 resolved to the core count).
     pub cpu_workers: usize,
+    /// `--log-format`.
     pub log_format: LogFormat,
 }
 
