@@ -43,9 +43,11 @@ pub const WILD_SPACING: (f32, f32, f32) = (1.5, 1.5, 3.0);
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose whole stream is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
+    /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -72,104 +74,139 @@ fn ellipse(x: f32, y: f32, cx: f32, cy: f32, rx: f32, ry: f32) -> bool {
 /// One 64x64 grayscale image of `class`, different for every `seed`.
 pub fn class_image(class: &str, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
-    let n = IMAGE_SIZE as f32;
-    let jx = rng.range(-3.0, 3.0);
-    let jy = rng.range(-3.0, 3.0);
-    let js = rng.range(0.9, 1.1);
+    // Drawn before any noise: the stream's order is part of the bytes written.
+    let jitter = Jitter {
+        dx: rng.range(-3.0, 3.0),
+        dy: rng.range(-3.0, 3.0),
+        scale: rng.range(0.9, 1.1),
+    };
+    let anatomy = anatomy(class);
     let mut px = vec![0u8; IMAGE_SIZE * IMAGE_SIZE];
     for y in 0..IMAGE_SIZE {
         for x in 0..IMAGE_SIZE {
-            let (fx, fy) = (x as f32 - jx, y as f32 - jy);
-            let c = n / 2.0;
-            let v: f32 = match class {
-                "AbdomenCT" => {
-                    if ellipse(fx, fy, c, c + 2.0, 26.0 * js, 20.0 * js) {
-                        let mut v = 110.0;
-                        if ellipse(fx, fy, c - 9.0, c - 2.0, 8.0, 6.0) {
-                            v = 150.0;
-                        }
-                        if ellipse(fx, fy, c + 10.0, c, 6.0, 7.0) {
-                            v = 140.0;
-                        }
-                        if ellipse(fx, fy, c, c + 15.0, 4.0, 4.0) {
-                            v = 240.0;
-                        }
-                        v
-                    } else {
-                        8.0
-                    }
-                }
-                "BreastMRI" => {
-                    let l = ellipse(fx, fy, c - 13.0, c + 6.0, 13.0 * js, 16.0);
-                    let r = ellipse(fx, fy, c + 13.0, c + 6.0, 13.0 * js, 16.0);
-                    if (l || r) && fy > c - 6.0 {
-                        90.0 + 40.0 * ((fx * 0.6).sin() * (fy * 0.4).cos()).abs()
-                    } else if fy > c + 18.0 {
-                        60.0
-                    } else {
-                        5.0
-                    }
-                }
-                "CXR" => {
-                    let mut v = 170.0 - (fy - c).abs();
-                    if ellipse(fx, fy, c - 12.0, c - 2.0, 9.0 * js, 20.0)
-                        || ellipse(fx, fy, c + 12.0, c - 2.0, 9.0 * js, 20.0)
-                    {
-                        v = 45.0;
-                    }
-                    if (fx - c).abs() < 3.0 {
-                        v = 210.0;
-                    }
-                    v
-                }
-                "ChestCT" => {
-                    if ellipse(fx, fy, c, c, 28.0 * js, 20.0 * js) {
-                        if ellipse(fx, fy, c - 12.0, c - 1.0, 9.0, 13.0)
-                            || ellipse(fx, fy, c + 12.0, c - 1.0, 9.0, 13.0)
-                        {
-                            20.0
-                        } else if ellipse(fx, fy, c, c + 13.0, 3.5, 3.5) {
-                            235.0
-                        } else {
-                            120.0
-                        }
-                    } else {
-                        5.0
-                    }
-                }
-                "Hand" => {
-                    let palm = ellipse(fx, fy, c, c + 14.0, 14.0 * js, 12.0);
-                    let finger = (0..5).any(|k| {
-                        let fxc = c - 14.0 + 7.0 * k as f32;
-                        (fx - fxc).abs() < 2.5
-                            && fy > 6.0 + (k as f32 - 2.0).abs() * 3.0
-                            && fy < c + 8.0
-                    });
-                    if palm || finger { 200.0 } else { 25.0 }
-                }
-                _ => {
-                    // HeadCT: a bright skull ring around brain tissue.
-                    let outer = ellipse(fx, fy, c, c, 25.0 * js, 28.0 * js);
-                    let inner = ellipse(fx, fy, c, c, 22.0 * js, 25.0 * js);
-                    if inner {
-                        100.0
-                            + if ellipse(fx, fy, c, c, 5.0, 8.0) {
-                                20.0
-                            } else {
-                                0.0
-                            }
-                    } else if outer {
-                        245.0
-                    } else {
-                        0.0
-                    }
-                }
-            };
+            let v = anatomy(x as f32 - jitter.dx, y as f32 - jitter.dy, jitter.scale);
             let noisy = v + rng.range(-10.0, 10.0);
             px[y * IMAGE_SIZE + x] = noisy.clamp(0.0, 255.0) as u8;
         }
     }
     px
+}
+
+/// Where one image's anatomy sits: shifted by (`dx`, `dy`) pixels and scaled by `scale`, so
+/// no two images of a class are the same picture under different noise.
+struct Jitter {
+    dx: f32,
+    dy: f32,
+    scale: f32,
+}
+
+/// Intensity (0..=255, before noise) at a shifted point `(x, y)` for a size `scale`.
+type Anatomy = fn(x: f32, y: f32, scale: f32) -> f32;
+
+/// Centre of an image, in pixels.
+const CENTRE: f32 = IMAGE_SIZE as f32 / 2.0;
+
+/// The drawing of `class`; an unknown class is drawn as a head CT.
+fn anatomy(class: &str) -> Anatomy {
+    match class {
+        "AbdomenCT" => abdomen_ct,
+        "BreastMRI" => breast_mri,
+        "CXR" => cxr,
+        "ChestCT" => chest_ct,
+        "Hand" => hand,
+        _ => head_ct,
+    }
+}
+
+/// An abdomen with two organs and a bright vertebra.
+fn abdomen_ct(x: f32, y: f32, scale: f32) -> f32 {
+    if ellipse(x, y, CENTRE, CENTRE + 2.0, 26.0 * scale, 20.0 * scale) {
+        let mut v = 110.0;
+        if ellipse(x, y, CENTRE - 9.0, CENTRE - 2.0, 8.0, 6.0) {
+            v = 150.0;
+        }
+        if ellipse(x, y, CENTRE + 10.0, CENTRE, 6.0, 7.0) {
+            v = 140.0;
+        }
+        if ellipse(x, y, CENTRE, CENTRE + 15.0, 4.0, 4.0) {
+            v = 240.0;
+        }
+        v
+    } else {
+        8.0
+    }
+}
+
+/// Two breasts with a textured glandular pattern above the chest wall.
+fn breast_mri(x: f32, y: f32, scale: f32) -> f32 {
+    let l = ellipse(x, y, CENTRE - 13.0, CENTRE + 6.0, 13.0 * scale, 16.0);
+    let r = ellipse(x, y, CENTRE + 13.0, CENTRE + 6.0, 13.0 * scale, 16.0);
+    if (l || r) && y > CENTRE - 6.0 {
+        90.0 + 40.0 * ((x * 0.6).sin() * (y * 0.4).cos()).abs()
+    } else if y > CENTRE + 18.0 {
+        60.0
+    } else {
+        5.0
+    }
+}
+
+/// A chest radiograph: dark lungs either side of a bright spine.
+fn cxr(x: f32, y: f32, scale: f32) -> f32 {
+    let mut v = 170.0 - (y - CENTRE).abs();
+    if ellipse(x, y, CENTRE - 12.0, CENTRE - 2.0, 9.0 * scale, 20.0)
+        || ellipse(x, y, CENTRE + 12.0, CENTRE - 2.0, 9.0 * scale, 20.0)
+    {
+        v = 45.0;
+    }
+    if (x - CENTRE).abs() < 3.0 {
+        v = 210.0;
+    }
+    v
+}
+
+/// An axial chest: dark lungs and a bright vertebra inside the body.
+fn chest_ct(x: f32, y: f32, scale: f32) -> f32 {
+    if ellipse(x, y, CENTRE, CENTRE, 28.0 * scale, 20.0 * scale) {
+        if ellipse(x, y, CENTRE - 12.0, CENTRE - 1.0, 9.0, 13.0)
+            || ellipse(x, y, CENTRE + 12.0, CENTRE - 1.0, 9.0, 13.0)
+        {
+            20.0
+        } else if ellipse(x, y, CENTRE, CENTRE + 13.0, 3.5, 3.5) {
+            235.0
+        } else {
+            120.0
+        }
+    } else {
+        5.0
+    }
+}
+
+/// A palm and five fingers.
+fn hand(x: f32, y: f32, scale: f32) -> f32 {
+    let palm = ellipse(x, y, CENTRE, CENTRE + 14.0, 14.0 * scale, 12.0);
+    let finger = (0..5).any(|k| {
+        let finger_x = CENTRE - 14.0 + 7.0 * k as f32;
+        (x - finger_x).abs() < 2.5 && y > 6.0 + (k as f32 - 2.0).abs() * 3.0 && y < CENTRE + 8.0
+    });
+    if palm || finger { 200.0 } else { 25.0 }
+}
+
+/// A bright skull ring around brain tissue.
+fn head_ct(x: f32, y: f32, scale: f32) -> f32 {
+    let outer = ellipse(x, y, CENTRE, CENTRE, 25.0 * scale, 28.0 * scale);
+    let inner = ellipse(x, y, CENTRE, CENTRE, 22.0 * scale, 25.0 * scale);
+    if inner {
+        100.0
+            + if ellipse(x, y, CENTRE, CENTRE, 5.0, 8.0) {
+                20.0
+            } else {
+                0.0
+            }
+    } else if outer {
+        245.0
+    } else {
+        0.0
+    }
 }
 
 /// Encodes 8-bit grayscale pixels as PNG.
@@ -348,6 +385,16 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes the whole sample tree into `dir` (created if missing). Returns the number of files.
 pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
+    Ok(write_mednist(&dir.join("medmnist"))?
+        + write_subject_folders(&dir.join("segmentation"))?
+        + write_brain_tumour(&dir.join("Task01_BrainTumour"))?
+        + write_nojson(&dir.join("nojson"))?
+        + write_spleen(&dir.join("Task09_Spleen"))?)
+}
+
+/// The MedNIST-like classification set: `split/class/NNNNNN.png`, each image seeded by its
+/// split, class and index.
+fn write_mednist(root: &Path) -> std::io::Result<usize> {
     let mut files = 0;
     for (si, (split, per_class)) in SPLITS.iter().enumerate() {
         for (ci, class) in CLASSES.iter().enumerate() {
@@ -355,8 +402,7 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
                 let seed = ((si as u64) << 32) | ((ci as u64) << 16) | i as u64;
                 let px = class_image(class, seed);
                 let png = gray_png(IMAGE_SIZE as u32, IMAGE_SIZE as u32, &px)?;
-                let path = dir
-                    .join("medmnist")
+                let path = root
                     .join(split)
                     .join(class)
                     .join(format!("{:06}.png", si * 10_000 + ci * 1000 + i + 1));
@@ -365,15 +411,16 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
             }
         }
     }
+    Ok(files)
+}
 
-    // The seed's subject-folder layout.
+/// The seed's subject-folder layout: `split/subject_NNN/{img,label}.nii.gz`.
+fn write_subject_folders(root: &Path) -> std::io::Result<usize> {
+    let mut files = 0;
     for (split, subjects) in [("train", &[1u64, 2, 3][..]), ("valid", &[4u64][..])] {
         for &s in subjects {
             let (img, lab) = ct_volume(100 + s, VOLUME_DIMS);
-            let sub = dir
-                .join("segmentation")
-                .join(split)
-                .join(format!("subject_{s:03}"));
+            let sub = root.join(split).join(format!("subject_{s:03}"));
             std::fs::create_dir_all(&sub)?;
             write_volume(&sub.join("img.nii.gz"), &img, VOLUME_SPACING)?;
             write_volume(&sub.join("label.nii.gz"), &lab, VOLUME_SPACING)?;
@@ -382,33 +429,27 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
     }
     // One uncompressed subject: `.nii` is as common as `.nii.gz` in the wild.
     let (img, lab) = ct_volume(105, VOLUME_DIMS);
-    let sub = dir.join("segmentation/valid/subject_005");
+    let sub = root.join("valid/subject_005");
     std::fs::create_dir_all(&sub)?;
     write_volume(&sub.join("img.nii"), &img, VOLUME_SPACING)?;
     write_volume(&sub.join("label.nii"), &lab, VOLUME_SPACING)?;
-    files += 2;
+    Ok(files + 2)
+}
 
-    files += write_brain_tumour(&dir.join("Task01_BrainTumour"))?;
-    files += write_nojson(&dir.join("nojson"))?;
-
-    // The Decathlon's own layout.
-    let task = dir.join("Task09_Spleen");
+/// The Decathlon's own layout (`imagesTr`, `labelsTr`, `imagesTs`, `dataset.json`) with CT
+/// volumes, plus the junk its real tarballs carry.
+fn write_spleen(task: &Path) -> std::io::Result<usize> {
+    let mut files = 0;
     for d in ["imagesTr", "labelsTr", "imagesTs"] {
         std::fs::create_dir_all(task.join(d))?;
     }
     let train = [2u64, 6, 10];
     for &s in &train {
         let (img, lab) = ct_volume(200 + s, VOLUME_DIMS);
-        write_volume(
-            &task.join(format!("imagesTr/spleen_{s}.nii.gz")),
-            &img,
-            VOLUME_SPACING,
-        )?;
-        write_volume(
-            &task.join(format!("labelsTr/spleen_{s}.nii.gz")),
-            &lab,
-            VOLUME_SPACING,
-        )?;
+        // An image and its label share the file name, as in the Decathlon.
+        let name = format!("spleen_{s}.nii.gz");
+        write_volume(&task.join("imagesTr").join(&name), &img, VOLUME_SPACING)?;
+        write_volume(&task.join("labelsTr").join(&name), &lab, VOLUME_SPACING)?;
         files += 2;
     }
     let (img, _) = ct_volume(201, VOLUME_DIMS);
@@ -436,8 +477,7 @@ pub fn write_sample_data(dir: &Path) -> std::io::Result<usize> {
     });
     let text = serde_json::to_vec_pretty(&json).map_err(std::io::Error::other)?;
     write_file(&task.join("dataset.json"), &text)?;
-    files += 1;
-    Ok(files)
+    Ok(files + 1)
 }
 
 /// A Decathlon-layout task as found in the wild, where the catalog and the item metadata have
@@ -498,16 +538,9 @@ fn write_brain_tumour(task: &Path) -> std::io::Result<usize> {
     let train = [1u64, 2];
     for &s in &train {
         let (img, lab) = mr_volume(300 + s, MR_DIMS);
-        write_volume(
-            &task.join(format!("imagesTr/BRATS_{s:03}.nii.gz")),
-            &img,
-            MR_SPACING,
-        )?;
-        write_volume(
-            &task.join(format!("labelsTr/BRATS_{s:03}.nii.gz")),
-            &lab,
-            MR_SPACING,
-        )?;
+        let name = format!("BRATS_{s:03}.nii.gz");
+        write_volume(&task.join("imagesTr").join(&name), &img, MR_SPACING)?;
+        write_volume(&task.join("labelsTr").join(&name), &lab, MR_SPACING)?;
         files += 2;
     }
     let (img, _) = mr_volume(303, MR_DIMS);

@@ -1,129 +1,18 @@
 //! Settings: command-line flags, each with a `MEDSERVE_*` environment variable, turned into a
 //! validated [`Config`]. Every problem is reported at once, not the first only.
+//!
+//! `cli.rs` declares the flags, `limits.rs` the bounds they set; this file checks the flags and
+//! builds the [`Config`].
+
+mod cli;
+mod limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-
-/// medserve: preprocessed medical-imaging training data over HTTP.
-#[derive(Debug, Parser)]
-#[command(name = "medserve", version, about, long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-/// What to do; `serve` when none is given.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve datasets over HTTP (the default).
-    Serve(Box<ServeArgs>),
-    /// Write the deterministic synthetic sample data into DIR and exit.
-    SampleData {
-        /// Folder to write into (created if missing).
-        dir: PathBuf,
-        /// Also write a full-size 512x512x200 int16 CT subject with its mask
-        /// (`large/train/ct_512/`, ~55 MB gzipped) for benchmarks and load tests.
-        #[arg(long)]
-        large: bool,
-    },
-}
-
-/// Flags of `medserve serve`.
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Data root: a folder, or s3://bucket/prefix. Unset: generate sample data and serve it.
-    #[arg(long, env = "MEDSERVE_DATA")]
-    pub data: Option<String>,
-    /// Address to listen on.
-    #[arg(long, env = "MEDSERVE_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// S3 endpoint URL for MinIO or another S3-protocol server (path-style addressing).
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub s3_endpoint: Option<String>,
-    /// S3 region; unset: from the AWS environment, else us-east-1.
-    #[arg(long, env = "MEDSERVE_S3_REGION")]
-    pub s3_region: Option<String>,
-    /// Memory for decoded and transformed arrays, in MiB.
-    #[arg(long, env = "MEDSERVE_CACHE_MB", default_value_t = 512)]
-    pub cache_mb: u64,
-    /// Seconds a listing of the store is reused before it is listed again.
-    #[arg(long, env = "MEDSERVE_LISTING_TTL_SECS", default_value_t = 300)]
-    pub listing_ttl_secs: u64,
-    /// Optional JSON file naming datasets: {"datasets":[{"name":..,"prefix":..}],"discover":true}.
-    #[arg(long, env = "MEDSERVE_CATALOG")]
-    pub catalog: Option<PathBuf>,
-    /// Where `serve` without --data generates its sample data.
-    #[arg(
-        long,
-        env = "MEDSERVE_SAMPLE_DIR",
-        default_value = "medserve-sample-data"
-    )]
-    pub sample_dir: PathBuf,
-    /// Origins allowed to read the API from a browser: `*` or a comma-separated list.
-    #[arg(long, env = "MEDSERVE_CORS_ORIGINS", default_value = "*")]
-    pub cors_origins: String,
-    /// Largest object fetched from the store, in MiB.
-    #[arg(long, env = "MEDSERVE_MAX_OBJECT_MB", default_value_t = 1024)]
-    pub max_object_mb: u64,
-    /// Largest 2D image decoded, in pixels (width x height).
-    #[arg(long, env = "MEDSERVE_MAX_PIXELS", default_value_t = 100_000_000)]
-    pub max_pixels: u64,
-    /// Largest volume decoded, in voxels over all channels (checked from the header first).
-    #[arg(long, env = "MEDSERVE_MAX_VOXELS", default_value_t = 536_870_912)]
-    pub max_voxels: u64,
-    /// Largest decompressed NIfTI file, in MiB (a gzip stream is never inflated past it).
-    #[arg(long, env = "MEDSERVE_MAX_VOLUME_MB", default_value_t = 2048)]
-    pub max_volume_mb: u64,
-    /// Largest output side a 2D image's `size` may ask for.
-    #[arg(long, env = "MEDSERVE_MAX_OUTPUT_SIDE", default_value_t = 4096)]
-    pub max_output_side: usize,
-    /// Largest output side a volume's `size` may ask for (256^3 float32 is 64 MiB a channel).
-    #[arg(long, env = "MEDSERVE_MAX_VOLUME_SIDE", default_value_t = 256)]
-    pub max_volume_side: usize,
-    /// Largest array a volume response may carry, in MiB as sent (float32 images, uint8 or
-    /// float32 masks); larger ones answer 422 asking for a smaller `size`.
-    #[arg(long, env = "MEDSERVE_MAX_OUTPUT_MB", default_value_t = 1024)]
-    pub max_output_mb: u64,
-    /// Largest `limit` of an item listing page.
-    #[arg(long, env = "MEDSERVE_MAX_PAGE", default_value_t = 1000)]
-    pub max_page: usize,
-    /// Seconds a request may take before it is answered with 503.
-    #[arg(long, env = "MEDSERVE_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
-    pub request_timeout_secs: u64,
-    /// Seconds a connection has to send a request's complete headers, counted from when the
-    /// server starts waiting for that request (connection opened, or previous response sent).
-    #[arg(long, env = "MEDSERVE_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
-    pub header_read_timeout_secs: u64,
-    /// Seconds a connection may stay open with no request in flight (keep-alive between
-    /// requests, or nothing sent yet) before it is closed; at most --header-read-timeout-secs.
-    #[arg(long, env = "MEDSERVE_IDLE_TIMEOUT_SECS", default_value_t = 10)]
-    pub idle_timeout_secs: u64,
-    /// Connections open at once; further ones wait in the listen backlog until one closes.
-    #[arg(long, env = "MEDSERVE_MAX_CONNECTIONS", default_value_t = 4096)]
-    pub max_connections: usize,
-    /// API keys, comma-separated; when set (here or in --api-keys-file), every /v1 route and
-    /// /metrics need `Authorization: Bearer <key>`.
-    #[arg(long, env = "MEDSERVE_API_KEYS", hide_env_values = true)]
-    pub api_keys: Option<String>,
-    /// File of API keys, one per line (`#` starts a comment).
-    #[arg(long, env = "MEDSERVE_API_KEYS_FILE")]
-    pub api_keys_file: Option<PathBuf>,
-    /// Largest request body accepted, in KiB (no route reads one); larger answer 413.
-    #[arg(long, env = "MEDSERVE_MAX_BODY_KB", default_value_t = 64)]
-    pub max_body_kb: u64,
-    /// Decode/transform jobs that may wait for a CPU worker; more answer 503 with Retry-After.
-    #[arg(long, env = "MEDSERVE_MAX_QUEUE", default_value_t = 1024)]
-    pub max_queue: usize,
-    /// Decode/transform jobs run at once; 0 = one per CPU core.
-    #[arg(long, env = "MEDSERVE_CPU_WORKERS", default_value_t = 0)]
-    pub cpu_workers: usize,
-    /// Log format: text or json.
-    #[arg(long, env = "MEDSERVE_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
-}
+pub use cli::{Cli, Command, ServeArgs};
+pub use limits::{ConnLimits, Limits};
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +20,12 @@ pub enum DataRoot {
     /// A local folder.
     Local(PathBuf),
     /// A bucket and key prefix.
-    S3 { bucket: String, prefix: String },
+    S3 {
+        /// The bucket's name.
+        bucket: String,
+        /// Key prefix every object is listed under; empty for the whole bucket.
+        prefix: String,
+    },
     /// Generated sample data in this folder.
     Sample(PathBuf),
 }
@@ -170,81 +64,19 @@ impl DataRoot {
 /// Which browser origins may read responses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
+    /// Every origin (`*`).
     Any,
+    /// Only these origins, each without a trailing `/`.
     List(Vec<String>),
 }
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Text,
+    /// One JSON object a line, for log collectors.
     Json,
-}
-
-/// Limits that protect the server from large or hostile inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_object_bytes: u64,
-    pub max_pixels: u64,
-    pub max_voxels: u64,
-    pub max_volume_bytes: u64,
-    pub max_output_side: usize,
-    pub max_volume_side: usize,
-    /// Largest array (as sent) in one volume response.
-    pub max_output_bytes: u64,
-    pub max_page: usize,
-    /// CPU jobs allowed to wait for a worker before new ones are refused with 503.
-    pub max_queue: usize,
-}
-
-impl Limits {
-    /// The volume decoder's limits.
-    pub fn volume(&self) -> crate::imaging::nifti::VolumeLimits {
-        crate::imaging::nifti::VolumeLimits {
-            max_voxels: self.max_voxels,
-            max_bytes: self.max_volume_bytes,
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_object_bytes: 1024 << 20,
-            max_pixels: 100_000_000,
-            max_voxels: 536_870_912,
-            max_volume_bytes: 2048 << 20,
-            max_output_side: 4096,
-            max_volume_side: 256,
-            max_output_bytes: 1024 << 20,
-            max_page: 1000,
-            max_queue: 1024,
-        }
-    }
-}
-
-/// How long connections may wait and how many may be open: what keeps a client from holding
-/// descriptors and memory with connections that send nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnLimits {
-    /// Time to send complete request headers (HTTP/1), counted from when the server starts
-    /// waiting for the request; also bounds an HTTP/1 connection's wait between requests.
-    pub header_read_timeout: Duration,
-    /// Time a connection may have no request in flight before it is closed (gracefully: a
-    /// request whose headers are arriving is still answered).
-    pub idle_timeout: Duration,
-    /// Connections open at once; past it the server stops accepting until one closes.
-    pub max_connections: usize,
-}
-
-impl Default for ConnLimits {
-    fn default() -> Self {
-        ConnLimits {
-            header_read_timeout: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-        }
-    }
 }
 
 /// Shortest API key accepted: shorter ones are guessable.
@@ -289,22 +121,35 @@ fn api_keys(a: &ServeArgs, errs: &mut Vec<String>) -> Vec<String> {
 /// Validated settings of `serve`.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `--data`: where the datasets are.
     pub data: DataRoot,
+    /// `--listen`.
     pub listen: SocketAddr,
+    /// `--s3-endpoint`: an S3-protocol server other than AWS.
     pub s3_endpoint: Option<String>,
+    /// `--s3-region`; unset: from the AWS environment.
     pub s3_region: Option<String>,
+    /// `--cache-mb` in bytes.
     pub cache_bytes: u64,
+    /// `--listing-ttl-secs`: how long a listing of the store is reused.
     pub listing_ttl: Duration,
+    /// `--catalog`: the JSON file naming datasets, if any.
     pub catalog: Option<PathBuf>,
+    /// `--cors-origins`.
     pub cors: CorsOrigins,
     /// Accepted API keys; empty = no key needed.
     pub api_keys: Vec<String>,
+    /// `--max-body-kb` in bytes.
     pub max_body_bytes: u64,
+    /// Bounds on inputs, outputs, pages and the CPU queue.
     pub limits: Limits,
     /// Timeouts and the cap of client connections.
     pub connections: ConnLimits,
+    /// `--request-timeout-secs`: past it a request is answered with 503.
     pub request_timeout: Duration,
+    /// Decode/transform jobs run at once (`--cpu-workers`, 0 resolved to the core count).
     pub cpu_workers: usize,
+    /// `--log-format`.
     pub log_format: LogFormat,
 }
 
@@ -536,18 +381,10 @@ fn cpu_workers(a: &ServeArgs) -> usize {
     }
 }
 
-impl ServeArgs {
-    /// The flags of `serve` with nothing given on the command line (environment still applies).
-    pub fn parse_default() -> ServeArgs {
-        match Cli::parse_from(["medserve", "serve"]).command {
-            Some(Command::Serve(a)) => *a,
-            _ => unreachable!("serve was given"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     fn args(extra: &[&str]) -> ServeArgs {
