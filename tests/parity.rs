@@ -172,6 +172,44 @@ fn augment_cases_report_their_margin() {
     }
 }
 
+/// Flip and Rotate alone, applied to MONAI's own input of them (the seed chain's output for the
+/// same image, size, mode and scale), equal MONAI's output to the bit: the rotation repeats
+/// torch's float32 arithmetic, not just its mathematics.
+#[test]
+fn flip_and_rotate_alone_equal_monai_bit_for_bit() {
+    let m = manifest();
+    let mut checked = 0;
+    for c in m
+        .cases
+        .iter()
+        .filter(|c| c.flip.is_some() || c.rotate.is_some())
+    {
+        let Some(seed) = m.cases.iter().find(|s| {
+            s.flip.is_none()
+                && s.rotate.is_none()
+                && (&s.input, s.size, &s.mode, &s.scale) == (&c.input, c.size, &c.mode, &c.scale)
+        }) else {
+            continue;
+        };
+        // Resize to the same shape is the identity and scale=none leaves values alone, so
+        // this chain is only the flip and the rotation.
+        let only = Chain2d {
+            scale: Scale::None,
+            ..chain(c)
+        };
+        let got = only.apply(&npy(&seed.expected));
+        let want = npy(&c.expected);
+        assert_eq!(got.shape(), want.shape(), "{}", c.name);
+        let same = got
+            .iter()
+            .zip(want.iter())
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{}: max diff {}", c.name, max_diff(&got, &want));
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} cases");
+}
+
 #[test]
 fn png_decoding_equals_monai_loadimage() {
     for c in manifest().cases.iter().filter(|c| !is_jpeg(c)) {

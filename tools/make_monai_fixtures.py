@@ -283,6 +283,10 @@ def build_augment_cases():
     cases.append(("gray16_w80_h60.png", (64, 64), "area", "none", [1], ANGLES[6]))
     cases.append(("rgba_w48_h80.png", (40, 24), "nearest", "minmax", "all", ANGLES[5]))
     cases.append(("palette_w66_h66.png", (32, 48), "bilinear", "minmax", [0, 1], ANGLES[4]))
+    # The seed chain alone for the non-square rotations above, so a test can apply our
+    # Flip/Rotate to MONAI's own input of them and expect MONAI's output to the bit.
+    cases.append(("gray8_w100_h75.png", (48, 32), "area", "minmax", None, None))
+    cases.append(("rgb_w90_h64.png", (37, 50), "area", "minmax", None, None))
     return cases
 
 
