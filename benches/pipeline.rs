@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use ndarray::{Array3, ArrayD};
 
+use medserve::imaging::spatial::SpatialAxes;
 use medserve::imaging::{
     ChannelMode, DecodeOptions, PaletteMode, ResizeMode, decode, encode, intensity, resize,
 };
@@ -146,6 +147,8 @@ fn bench_chain(c: &mut Criterion) {
         size: (64, 64),
         mode: ResizeMode::Area,
         scale: Scale::MinMax,
+        flip: SpatialAxes::NONE,
+        rotate: None,
     };
     for (side, bytes) in [(64u64, png_64()), (512, png_512())] {
         g.throughput(Throughput::Elements(side * side));

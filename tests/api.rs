@@ -364,6 +364,21 @@ async fn bad_parameters_are_400_naming_what_is_allowed() {
         (format!("{img}?channels=3"), "channels", "native, 1"),
         (format!("{img}?palette=rgb"), "palette", "index, expand"),
         (format!("{img}?format=jpeg"), "format", "png, f32, npy"),
+        (
+            format!("{img}?flip=2"),
+            "flip",
+            "all, or distinct spatial axes from 0, 1",
+        ),
+        (format!("{img}?flip=0,0"), "flip", "twice"),
+        (format!("{img}?flip="), "flip", "all, or"),
+        (format!("{img}?flip=0,"), "flip", "all, or"),
+        (format!("{img}?flip=x"), "flip", "all, or"),
+        (format!("{img}?flip=-1"), "flip", "all, or"),
+        (format!("{img}?rotate=nan"), "rotate", "±1e6"),
+        (format!("{img}?rotate=inf"), "rotate", "±1e6"),
+        (format!("{img}?rotate=1e7"), "rotate", "±1e6"),
+        (format!("{img}?rotate="), "rotate", "±1e6"),
+        (format!("{img}?rotate=0.3rad"), "rotate", "±1e6"),
         (format!("{img}?sizes=1,1"), "sizes", "size, mode, scale"),
         (
             format!("{img}?mode=area&mode=nearest"),
@@ -409,6 +424,59 @@ async fn bad_parameters_are_400_naming_what_is_allowed() {
             .contains("segmentation dataset"),
         "{j}"
     );
+}
+
+/// `flip` and `rotate` are part of the chain's canonical text: each changes the ETag; the same
+/// flip spelled differently (`all`, `1,0`, `0,1`) is one entry; `rotate=0` is MONAI's
+/// `Rotate(0)` (a resampling), not the absent parameter.
+#[tokio::test]
+async fn flip_and_rotate_name_their_own_results() {
+    let (app, _) = app();
+    let img = format!("{ITEM}/image?format=npy");
+    let etag = |r: &common::Resp| r.headers["etag"].to_str().unwrap().to_string();
+    let mut seen = std::collections::BTreeMap::new();
+    for q in [
+        "",
+        "&flip=0",
+        "&flip=1",
+        "&flip=all",
+        "&flip=1,0",
+        "&flip=0,1",
+        "&rotate=0",
+        "&rotate=-0",
+        "&rotate=0.3",
+        "&rotate=0.30",
+        "&rotate=3e-1",
+        "&flip=0&rotate=0.3",
+    ] {
+        let r = get(&app, &format!("{img}{q}")).await;
+        assert_eq!(r.status, 200, "{q}: {}", String::from_utf8_lossy(&r.body));
+        seen.insert(q, etag(&r));
+    }
+    let same = |a: &str, b: &str| assert_eq!(seen[a], seen[b], "{a} vs {b}");
+    let differ = |a: &str, b: &str| assert_ne!(seen[a], seen[b], "{a} vs {b}");
+    same("&flip=all", "&flip=1,0");
+    same("&flip=all", "&flip=0,1");
+    same("&rotate=0", "&rotate=-0");
+    same("&rotate=0.3", "&rotate=0.30");
+    same("&rotate=0.3", "&rotate=3e-1");
+    for (a, b) in [
+        ("", "&flip=0"),
+        ("&flip=0", "&flip=1"),
+        ("&flip=1", "&flip=all"),
+        ("", "&rotate=0"),
+        ("&rotate=0", "&rotate=0.3"),
+        ("&rotate=0.3", "&flip=0&rotate=0.3"),
+    ] {
+        differ(a, b);
+    }
+    // flip=0 mirrors the width (MONAI's axis 0 of its (C, W, H) array), our last axis.
+    let (shape, plain) = parse_npy(&get(&app, &img).await.body);
+    let (_, flipped) = parse_npy(&get(&app, &format!("{img}&flip=0")).await.body);
+    let w = shape[2];
+    for (row, frow) in plain.chunks(w).zip(flipped.chunks(w)) {
+        assert!(row.iter().eq(frow.iter().rev()));
+    }
 }
 
 #[tokio::test]

@@ -1,12 +1,14 @@
 //! Parity with MONAI for volumes: every case in tests/fixtures/monai3d (made by
 //! tools/make_monai_fixtures_3d.py with MONAI itself: `LoadImaged -> EnsureChannelFirstd ->
-//! Resized -> ScaleIntensityRanged`, masks `Resized(mode="nearest")`) must come out of our
-//! decoder and transforms within 1e-5, masks identical.
+//! Resized -> ScaleIntensityRanged [-> Flipd]`, masks `Resized(mode="nearest") [-> Flipd]`)
+//! must come out of our decoder and transforms within 1e-5, masks identical, and a flipped
+//! volume's affine equal to MONAI's.
 
 use std::path::{Path, PathBuf};
 
 use medserve::imaging::ResizeMode;
 use medserve::imaging::nifti::{self, VolumeLimits};
+use medserve::imaging::spatial::{self, SpatialAxes};
 use medserve::imaging::volume::{self, LabelSelect, RangeScale};
 use ndarray::ArrayD;
 use ndarray_npy::ReadNpyExt;
@@ -30,6 +32,29 @@ struct Case {
     scale: Option<Scale>,
     expected_image: String,
     expected_label: Option<String>,
+    /// MONAI `Flipd(spatial_axis=...)`: `"all"` or a list of voxel axes.
+    #[serde(default)]
+    flip: Option<serde_json::Value>,
+    /// MONAI's image affine after the chain (flip cases only).
+    #[serde(default)]
+    expected_affine: Option<[[f64; 4]; 4]>,
+}
+
+impl Case {
+    fn flip_axes(&self) -> SpatialAxes {
+        match &self.flip {
+            None => SpatialAxes::NONE,
+            Some(serde_json::Value::String(s)) if s == "all" => SpatialAxes::all(3),
+            Some(serde_json::Value::Array(a)) => {
+                let mut s = SpatialAxes::NONE;
+                for v in a {
+                    s.insert(v.as_u64().expect("axis") as usize);
+                }
+                s
+            }
+            Some(v) => panic!("bad flip {v}"),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +160,8 @@ fn every_case_matches_monai() {
             }
             .apply(&mut img);
         }
+        let flip = c.flip_axes();
+        let img = spatial::flip(img.view(), flip);
         let want = npy::<f32>(&c.expected_image);
         let d = max_diff(&img, &want);
         assert!(d <= TOL, "{}: max diff {d}", c.name);
@@ -146,9 +173,30 @@ fn every_case_matches_monai() {
             let mask = volume::label_u8(&lv).expect("label");
             let ours =
                 volume::label_resized(mask.view().into_dyn(), c.size, &LabelSelect::default());
+            let ours = spatial::flip(ours.view(), flip);
             let theirs = npy::<u8>(e);
             assert_eq!(ours, theirs, "{}: label differs", c.name);
         }
+        if let Some(want) = c.expected_affine {
+            let from = v.header.spatial;
+            let to = c.size.unwrap_or(from);
+            let ours = spatial::flipped_affine(
+                &volume::resized_affine(&v.header.affine, from, to),
+                to,
+                flip,
+            );
+            for i in 0..4 {
+                for j in 0..4 {
+                    assert!(
+                        (ours[i][j] - want[i][j]).abs() < 1e-4,
+                        "{}: affine {ours:?} vs MONAI {want:?}",
+                        c.name
+                    );
+                }
+            }
+        }
     }
     eprintln!("worst image difference: {} ({})", worst.0, worst.1);
+    let flips = m.cases.iter().filter(|c| c.flip.is_some()).count();
+    assert!(flips >= 8, "only {flips} flip cases");
 }

@@ -1115,6 +1115,11 @@ async fn volume_labels_select_and_binarise() {
         ("format=zarr", "format"),
         ("size=1,1,1&size=2,2,2", "size"),
         ("sizes=1,1,1", "sizes"),
+        ("flip=3", "flip"),
+        ("flip=0,0", "flip"),
+        ("flip=0,1,2,1", "flip"),
+        ("flip=", "flip"),
+        ("flip=none", "flip"),
     ] {
         bad_param(&app, &format!("{v}?{q}"), p).await;
     }
@@ -1720,7 +1725,7 @@ async fn monai_parity_over_http() {
     let (app, _) = common::app_on(dir.path());
     let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
     let manifest: Value = serde_json::from_str(&text).unwrap();
-    let mut checked = 0;
+    let (mut checked, mut flipped) = (0, 0);
     for c in manifest["cases"].as_array().unwrap() {
         let item = match c["input"].as_str().unwrap() {
             "inputs/ct_i16.nii.gz" => "ct",
@@ -1748,6 +1753,15 @@ async fn monai_parity_over_http() {
                 s["clip"].as_bool().unwrap()
             ));
         }
+        match &c["flip"] {
+            Value::Null => {}
+            Value::String(f) => q.push_str(&format!("&flip={f}")),
+            Value::Array(a) => {
+                let axes: Vec<String> = a.iter().map(|v| v.to_string()).collect();
+                q.push_str(&format!("&flip={}", axes.join(",")));
+            }
+            v => panic!("{name}: flip {v}"),
+        }
         let uri = format!("/v1/datasets/seg/splits/train/items/{item}/volume.npz?{q}");
         let r = get_ok(&app, &uri).await;
         let (img, lab, _) = npz_arrays(&r.body);
@@ -1762,9 +1776,31 @@ async fn monai_parity_over_http() {
         assert!(worst <= 1e-5, "{name}: max difference {worst} ({uri})");
         let want_l = fixture_npy::<u8>(c["expected_label"].as_str().unwrap());
         assert_eq!(lab.expect("label.npy"), want_l, "{name}: label ({uri})");
+        if let Some(want) = c["expected_affine"].as_array() {
+            // A flip moves the affine with the voxels, as MONAI's Flip does.
+            let q = q.replace("part=both", "part=image");
+            let uri = format!("/v1/datasets/seg/splits/train/items/{item}/volume.nii?{q}");
+            let r = get_ok(&app, &uri).await;
+            let limits = medserve::imaging::nifti::VolumeLimits {
+                max_voxels: 1 << 30,
+                max_bytes: 1 << 32,
+            };
+            let v = medserve::imaging::nifti::decode(&r.body, &limits).unwrap();
+            for (i, row) in want.iter().enumerate().take(3) {
+                for (j, w) in row.as_array().unwrap().iter().enumerate() {
+                    let (ours, w) = (v.header.affine[i][j], w.as_f64().unwrap());
+                    assert!(
+                        (ours - w).abs() < 1e-3,
+                        "{name}: affine[{i}][{j}] {ours} vs MONAI {w}"
+                    );
+                }
+            }
+            flipped += 1;
+        }
         checked += 1;
     }
     assert!(checked >= 18, "only {checked} cases");
+    assert!(flipped >= 8, "only {flipped} flip cases");
 }
 
 /// Every MONAI fixture input served alone: the native volume is nibabel's `get_fdata()` exactly

@@ -486,6 +486,12 @@ def query_seeds():
         "window=40,-1", "window=nan,inf", "window=1e38,3e38", "opacity=1.5",
         "part=overlay&format=f32", "channel=65536", "channel=65537",
     ]
+    # flip/rotate (image route) and flip (volume routes), appended so earlier names keep theirs.
+    qs += [
+        "flip=0&rotate=0.3", "flip=all&rotate=-1.5707963267948966", "flip=1,0", "flip=0,0",
+        "flip=2", "flip=", "flip=0,1,2&part=both&format=npz", "rotate=1e6", "rotate=1.0000001e6",
+        "rotate=nan", "rotate=-0", "rotate=1e-320", "flip=%30", "flip=0,&rotate=+.5e1",
+    ]
     s = {f"q{i:02d}": q.encode() for i, q in enumerate(qs)}
     accepts = [
         ("image/png", "size=8,8"), ("application/x-npy", ""),

@@ -16,6 +16,16 @@ Pipeline reproduced (exactly what the users' seed code does):
         -> Resize(spatial_size, mode=MODE) -> ScaleIntensity()     # scale=minmax
         -> Resize(spatial_size, mode=MODE)                         # scale=none
 
+and, for the deterministic-augmentation cases (those with "flip"/"rotate" in the manifest),
+after that chain, in the seed's order:
+
+        -> Flip(spatial_axis=AXES)          # AXES None for "all"
+        -> Rotate(angle, keep_size=True, mode="bilinear", padding_mode="border",
+                  align_corners=False)
+
+on the (C, W, H) array MONAI holds, so flip axis 0 and the sense of the angle are MONAI's
+(axis 0 is the image's width); the result is transposed to (C, H, W) like every other case.
+
 Axis convention: MONAI's PILReader swaps PIL's axes, so a loaded 2D image is
 (W, H) and after EnsureChannelFirst it is (C, W, H).  medserve works in
 row-major (C, H, W) and users ask ``size=H,W``.  For a requested [H, W] this
@@ -45,7 +55,7 @@ import torch
 from PIL import Image
 
 import monai
-from monai.transforms import EnsureChannelFirst, LoadImage, Resize, ScaleIntensity
+from monai.transforms import EnsureChannelFirst, Flip, LoadImage, Resize, Rotate, ScaleIntensity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "tests" / "fixtures" / "monai2d"
@@ -209,13 +219,19 @@ def load_channel_first(path: Path) -> torch.Tensor:
     return EnsureChannelFirst()(img)
 
 
-def run_pipeline(loaded: torch.Tensor, size_hw: tuple[int, int], mode: str, scale: str) -> np.ndarray:
+def run_pipeline(
+    loaded: torch.Tensor, size_hw: tuple[int, int], mode: str, scale: str, flip=None, rotate=None
+) -> np.ndarray:
     h, w = size_hw
     out = Resize(spatial_size=(w, h), mode=mode)(loaded)
     if scale == "minmax":
         out = ScaleIntensity()(out)
     else:
         assert scale == "none", scale
+    if flip is not None:
+        out = Flip(spatial_axis=None if flip == "all" else flip)(out)
+    if rotate is not None:
+        out = Rotate(rotate, keep_size=True, mode="bilinear", padding_mode="border", align_corners=False)(out)
     arr = np.asarray(out.detach().cpu().numpy())
     assert arr.dtype == np.float32, arr.dtype
     assert arr.shape[1:] == (w, h), arr.shape
@@ -240,9 +256,48 @@ def build_cases(stems: list[str]) -> list[tuple[str, tuple[int, int], str, str]]
     return cases
 
 
-def case_name(fname: str, size_hw: tuple[int, int], mode: str, scale: str) -> str:
+# Angles of the Rotate cases: (label used in case names, radians).
+ANGLES = (
+    ("0", 0.0),
+    ("pi_2", float(np.pi / 2)),
+    ("-pi_2", float(-np.pi / 2)),
+    ("pi", float(np.pi)),
+    ("15", 15.0),
+    ("0.3", 0.3),
+    ("-0.7", -0.7),
+)
+
+
+def build_augment_cases():
+    """(input file, [H, W], mode, scale, flip or None, (angle label, radians) or None).
+
+    flip is "all" (MONAI spatial_axis=None) or a list of MONAI spatial axes of (C, W, H)."""
+    cases = []
+    for f in ("gray8_w100_h75.png", "rgb_w90_h64.png"):
+        for flip in ([0], [1], [0, 1], "all"):
+            cases.append((f, (48, 32), "area", "minmax", flip, None))
+    for f, size in (("gray8_64x64.png", (64, 64)), ("gray8_w100_h75.png", (48, 32)), ("rgb_w90_h64.png", (37, 50))):
+        for angle in ANGLES:
+            cases.append((f, size, "area", "minmax", None, angle))
+    cases.append(("gray8_w37_h50.png", (50, 37), "area", "minmax", [0], ANGLES[5]))
+    cases.append(("gray16_w80_h60.png", (64, 64), "area", "none", [1], ANGLES[6]))
+    cases.append(("rgba_w48_h80.png", (40, 24), "nearest", "minmax", "all", ANGLES[5]))
+    cases.append(("palette_w66_h66.png", (32, 48), "bilinear", "minmax", [0, 1], ANGLES[4]))
+    # The seed chain alone for the non-square rotations above, so a test can apply our
+    # Flip/Rotate to MONAI's own input of them and expect MONAI's output to the bit.
+    cases.append(("gray8_w100_h75.png", (48, 32), "area", "minmax", None, None))
+    cases.append(("rgb_w90_h64.png", (37, 50), "area", "minmax", None, None))
+    return cases
+
+
+def case_name(fname: str, size_hw: tuple[int, int], mode: str, scale: str, flip=None, angle=None) -> str:
     stem, ext = fname.rsplit(".", 1)
-    return f"{stem}_{ext}__{mode}__h{size_hw[0]}_w{size_hw[1]}__{scale}"
+    name = f"{stem}_{ext}__{mode}__h{size_hw[0]}_w{size_hw[1]}__{scale}"
+    if flip is not None:
+        name += "__flip_" + ("all" if flip == "all" else "_".join(str(a) for a in flip))
+    if angle is not None:
+        name += f"__rot_{angle[0]}"
+    return name
 
 
 def remove_stale(directory: Path, keep: set[str]) -> None:
@@ -294,25 +349,31 @@ def main() -> None:
     # ---- expected -------------------------------------------------------
     manifest_cases = []
     expected_files = set()
-    for fname, size_hw, mode, scale in build_cases(sorted(inputs)):
-        name = case_name(fname, size_hw, mode, scale)
-        arr = run_pipeline(loaded[fname], size_hw, mode, scale)
+    all_cases = [(f, s, m, sc, None, None) for f, s, m, sc in build_cases(sorted(inputs))]
+    all_cases += build_augment_cases()
+    for fname, size_hw, mode, scale, flip, angle in all_cases:
+        name = case_name(fname, size_hw, mode, scale, flip, angle)
+        arr = run_pipeline(loaded[fname], size_hw, mode, scale, flip, None if angle is None else angle[1])
         assert arr.shape[1:] == size_hw
         np.save(dirs["expected"] / f"{name}.npy", arr)
         expected_files.add(f"{name}.npy")
         stem, ext = fname.rsplit(".", 1)
-        manifest_cases.append(
-            {
-                "name": name,
-                "input": f"inputs/{fname}",
-                "size": list(size_hw),
-                "mode": mode,
-                "scale": scale,
-                "channels": int(arr.shape[0]),
-                "expected": f"expected/{name}.npy",
-                "decoded": f"decoded/{stem}_{ext}.npy",
-            }
-        )
+        case = {
+            "name": name,
+            "input": f"inputs/{fname}",
+            "size": list(size_hw),
+            "mode": mode,
+            "scale": scale,
+            "channels": int(arr.shape[0]),
+            "expected": f"expected/{name}.npy",
+            "decoded": f"decoded/{stem}_{ext}.npy",
+        }
+        # Only the augmentation cases carry these keys, so the seed's cases read as before.
+        if flip is not None:
+            case["flip"] = flip
+        if angle is not None:
+            case["rotate"] = angle[1]
+        manifest_cases.append(case)
     manifest_cases.sort(key=lambda c: c["name"])
     assert len({c["name"] for c in manifest_cases}) == len(manifest_cases)
 
@@ -336,6 +397,7 @@ def main() -> None:
             "minmax": "LoadImage(image_only=True) -> EnsureChannelFirst() -> Resize(spatial_size=(W, H), mode=MODE) -> ScaleIntensity()",
             "none": "LoadImage(image_only=True) -> EnsureChannelFirst() -> Resize(spatial_size=(W, H), mode=MODE)",
             "reader": "monai.data.PILReader (LoadImage default for png/jpg)",
+            "augment": "cases with 'flip' and/or 'rotate' then apply Flip(spatial_axis=flip, None for 'all') and Rotate(rotate, keep_size=True, mode='bilinear', padding_mode='border', align_corners=False) to MONAI's (C, W, H) array, before the transpose",
             "jpeg_writer": "PIL JPEG quality=90, PIL default chroma subsampling (4:2:0 for RGB)",
         },
         "resize_defaults": {

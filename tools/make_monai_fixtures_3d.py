@@ -20,6 +20,10 @@ Pipeline reproduced (exactly what the users' seed code does, MONAI dict transfor
     -> Resized(keys=["image"], spatial_size=S, mode=MODE)          # omitted for "native" cases
     -> Resized(keys=["label"], spatial_size=S, mode="nearest")     # omitted for "native" cases
     -> ScaleIntensityRanged(keys=["image"], a_min, a_max, b_min, b_max, clip)   # omitted for scale=null
+    -> Flipd(keys=["image", "label"], spatial_axis=AXES)   # only the cases with "flip" (None for "all")
+
+The flip cases also record "expected_affine": MONAI's image affine after the whole chain
+(Flip moves the voxels and the affine with them).
 
 Axis convention: MONAI's NibabelReader returns ``np.asanyarray(img.dataobj)``
 (nibabel's (i, j, k[, t]) = (X, Y, Z[, C]) voxel order, slope/intercept
@@ -56,6 +60,7 @@ from monai.transforms import (
     Compose,
     EnsureChannelFirst,
     EnsureChannelFirstd,
+    Flipd,
     LoadImage,
     LoadImaged,
     Resize,
@@ -302,6 +307,13 @@ def label_name(label_stem: str, size) -> str:
     return f"{label_stem}__native" if size is None else f"{label_stem}__nearest_{'x'.join(str(s) for s in size)}"
 
 
+def flip_suffix(flip) -> str:
+    """'' for no flip, else '__flip_all' or '__flip_0_2'."""
+    if flip is None:
+        return ""
+    return "__flip_" + ("all" if flip == "all" else "_".join(str(a) for a in flip))
+
+
 def rng_(a_min, a_max, b_min, b_max, clip):
     return {"a_min": float(a_min), "a_max": float(a_max), "b_min": float(b_min), "b_max": float(b_max), "clip": clip}
 
@@ -342,6 +354,21 @@ def build_cases():
     return c
 
 
+def build_flip_cases():
+    """(image file, label file or None, size or None, mode or None, scale or None, flip).
+
+    flip is "all" (MONAI spatial_axis=None) or a list of voxel axes."""
+    ct, ctl = "ct_i16.nii.gz", "ct_i16_label.nii.gz"
+    c = []
+    for flip in ([0], [1], [2], [0, 2], [2, 1, 0], "all"):
+        c.append((ct, ctl, (20, 18, 10), "area", SEED_RANGE, flip))
+    c.append((ct, ctl, None, None, SEED_RANGE, [1]))
+    c.append((ct, ctl, (16, 16, 8), "trilinear", None, [0, 1]))
+    c.append(("mr_4d_f32.nii.gz", "mr_4d_label.nii.gz", (12, 10, 6), "area", None, "all"))
+    c.append(("mr_4d_f32.nii.gz", "mr_4d_label.nii.gz", None, None, None, [2]))
+    return c
+
+
 def stem_of(fname: str) -> str:
     for ext in (".nii.gz", ".nii"):
         if fname.endswith(ext):
@@ -349,7 +376,7 @@ def stem_of(fname: str) -> str:
     raise ValueError(fname)
 
 
-def run_case(img_path: Path, lab_path: Path | None, size, mode, scale):
+def run_case(img_path: Path, lab_path: Path | None, size, mode, scale, flip=None):
     keys = ["image", "label"] if lab_path is not None else ["image"]
     xs = [LoadImaged(keys=keys), EnsureChannelFirstd(keys=keys)]
     if size is not None:
@@ -358,6 +385,8 @@ def run_case(img_path: Path, lab_path: Path | None, size, mode, scale):
             xs.append(Resized(keys=["label"], spatial_size=size, mode="nearest"))
     if scale is not None:
         xs.append(ScaleIntensityRanged(keys=["image"], **scale))
+    if flip is not None:
+        xs.append(Flipd(keys=keys, spatial_axis=None if flip == "all" else flip))
     data = {"image": str(img_path)}
     if lab_path is not None:
         data["label"] = str(lab_path)
@@ -365,19 +394,20 @@ def run_case(img_path: Path, lab_path: Path | None, size, mode, scale):
     image = out["image"].detach().cpu().numpy()
     assert image.dtype == np.float32, image.dtype
     image = np.ascontiguousarray(image, dtype=np.float32)
-    if size is not None and mode == "area" and scale is None:
+    if size is not None and mode == "area" and scale is None and flip is None:
         # documents MONAI's behaviour: Resize(mode="area") on (C, X, Y, Z) is torch's
         # interpolate(mode="area") == adaptive_avg_pool3d over (X, Y, Z), no anti-aliasing
         src = EnsureChannelFirst()(LoadImage(image_only=True)(str(img_path)))
         ref = torch.nn.functional.adaptive_avg_pool3d(src.as_tensor()[None].float(), tuple(size))[0]
         assert np.array_equal(image, ref.numpy()), img_path
+    affine = [[float(v) for v in row] for row in np.asarray(out["image"].affine)]
     label = None
     if lab_path is not None:
         lab = out["label"].detach().cpu().numpy()
         assert lab.dtype == np.float32, lab.dtype
         assert np.array_equal(lab, np.rint(lab)) and lab.min() >= 0 and lab.max() <= 255
         label = np.ascontiguousarray(lab.astype(np.uint8))
-    return image, label
+    return image, label, affine
 
 
 def remove_stale(directory: Path, keep: set[str]) -> None:
@@ -442,9 +472,12 @@ def main() -> None:
     manifest_cases = []
     expected_files: set[str] = set()
     label_cache: dict[str, np.ndarray] = {}
-    for img_f, lab_f, size, mode, scale in build_cases():
-        name = case_name(stem_of(img_f), size, mode, scale)
-        image, label = run_case(dirs["inputs"] / img_f, dirs["inputs"] / lab_f if lab_f else None, size, mode, scale)
+    all_cases = [(*c, None) for c in build_cases()] + build_flip_cases()
+    for img_f, lab_f, size, mode, scale, flip in all_cases:
+        name = case_name(stem_of(img_f), size, mode, scale) + flip_suffix(flip)
+        image, label, affine = run_case(
+            dirs["inputs"] / img_f, dirs["inputs"] / lab_f if lab_f else None, size, mode, scale, flip
+        )
         n_chan = inputs[img_f][0].shape[3] if inputs[img_f][0].ndim == 4 else 1
         spatial = tuple(size) if size is not None else inputs[img_f][0].shape[:3]
         assert image.shape == (n_chan, *spatial), (name, image.shape)
@@ -452,7 +485,7 @@ def main() -> None:
         expected_files.add(f"{name}.npy")
         exp_label = None
         if label is not None:
-            lname = label_name(stem_of(lab_f), size)
+            lname = label_name(stem_of(lab_f), size) + flip_suffix(flip)
             assert label.shape == (1, *spatial), (lname, label.shape)
             if lname in label_cache:
                 assert np.array_equal(label_cache[lname], label), lname
@@ -461,18 +494,21 @@ def main() -> None:
                 np.save(dirs["expected"] / f"{lname}.npy", label)
                 expected_files.add(f"{lname}.npy")
             exp_label = f"expected/{lname}.npy"
-        manifest_cases.append(
-            {
-                "name": name,
-                "input": f"inputs/{img_f}",
-                "label": f"inputs/{lab_f}" if lab_f else None,
-                "size": list(size) if size is not None else None,
-                "mode": mode,
-                "scale": scale,
-                "expected_image": f"expected/{name}.npy",
-                "expected_label": exp_label,
-            }
-        )
+        case = {
+            "name": name,
+            "input": f"inputs/{img_f}",
+            "label": f"inputs/{lab_f}" if lab_f else None,
+            "size": list(size) if size is not None else None,
+            "mode": mode,
+            "scale": scale,
+            "expected_image": f"expected/{name}.npy",
+            "expected_label": exp_label,
+        }
+        # Only the flip cases carry these keys, so the seed's cases read as before.
+        if flip is not None:
+            case["flip"] = flip
+            case["expected_affine"] = affine
+        manifest_cases.append(case)
     manifest_cases.sort(key=lambda c: c["name"])
     assert len({c["name"] for c in manifest_cases}) == len(manifest_cases)
 

@@ -7,6 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use medserve::cache::Canonical;
 use medserve::imaging::encode::{Format, Payload};
 use medserve::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode, decode, encode};
+use medserve::imaging::spatial::SpatialAxes;
 use medserve::pipeline::{Chain2d, Scale};
 
 /// 1 Mi pixels: a 16-bit RGBA image at the limit is 16 MB of float32 (the server allows 100 M).
@@ -47,6 +48,9 @@ fuzz_target!(|data: &[u8]| {
                 size: (8, 8),
                 mode,
                 scale,
+                // Flip and Rotate after the seed's chain, on whatever the decoder made.
+                flip: SpatialAxes::all(2),
+                rotate: (scale == Scale::MinMax).then_some(0.5),
             };
             let _ = chain.canonical();
             let out = chain.apply(&decoded);

@@ -5,6 +5,7 @@ use axum::extract::FromRequestParts;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 
 use crate::error::AppError;
+use crate::imaging::spatial::SpatialAxes;
 
 /// `axum::extract::Path` with our error body.
 #[derive(Debug, FromRequestParts)]
@@ -121,4 +122,75 @@ pub fn parse_digits(v: &str) -> Option<usize> {
         return None;
     }
     v.parse().ok()
+}
+
+/// A decimal number as the spec's `type: number` says: digits, sign, point and exponent (no
+/// spaces, no `inf`/`nan`), finite, with `|x| <= max_abs`.
+pub fn parse_decimal(v: &str, max_abs: f64) -> Option<f64> {
+    let ok_chars = !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
+    let f: f64 = v.parse().ok()?;
+    (ok_chars && f.is_finite() && f.abs() <= max_abs).then_some(f)
+}
+
+/// `flip=`: MONAI `Flip(spatial_axis=...)` on a `rank`-D image: `all` (MONAI's `None`) or a
+/// comma list of distinct spatial axes `0..rank`, in any order (a flip's meaning is the set).
+pub fn parse_flip(p: &Params, rank: usize) -> Result<SpatialAxes, AppError> {
+    let Some(v) = p.get("flip") else {
+        return Ok(SpatialAxes::NONE);
+    };
+    let allowed = || {
+        let axes = (0..rank).map(|k| k.to_string()).collect::<Vec<_>>();
+        format!(
+            "all, or distinct spatial axes from {} separated by commas, e.g. 0 or {}",
+            axes.join(", "),
+            axes.join(",")
+        )
+    };
+    if v == "all" {
+        return Ok(SpatialAxes::all(rank));
+    }
+    let mut axes = SpatialAxes::NONE;
+    for t in v.split(',') {
+        let k = match t.as_bytes() {
+            [d @ b'0'..=b'9'] if usize::from(d - b'0') < rank => usize::from(d - b'0'),
+            _ => {
+                return Err(AppError::param_allowed(
+                    "flip",
+                    format!("'{t}' is not a spatial axis of this {rank}D image"),
+                    allowed(),
+                ));
+            }
+        };
+        if !axes.insert(k) {
+            return Err(AppError::param_allowed(
+                "flip",
+                format!("axis {k} is given twice"),
+                allowed(),
+            ));
+        }
+    }
+    Ok(axes)
+}
+
+/// Largest `|rotate|` in radians: far past any useful turn, well inside what `sin`/`cos` and
+/// float32 grids handle.
+pub const MAX_ANGLE: f64 = 1e6;
+
+/// `rotate=`: radians, a finite decimal within `MAX_ANGLE`; `-0` reads as `0`.
+pub fn parse_rotate(p: &Params) -> Result<Option<f64>, AppError> {
+    let Some(v) = p.get("rotate") else {
+        return Ok(None);
+    };
+    let a = parse_decimal(v, MAX_ANGLE).ok_or_else(|| {
+        AppError::param_allowed(
+            "rotate",
+            format!("'{v}' is not an angle"),
+            format!(
+                "a finite decimal number of radians within ±{MAX_ANGLE:e}, e.g. 0.3 or -1.5708"
+            ),
+        )
+    })?;
+    Ok(Some(if a == 0.0 { 0.0 } else { a }))
 }

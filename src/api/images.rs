@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::response::Response;
 
-use super::extract::{Params, parse_digits};
+use super::extract::{Params, parse_digits, parse_flip, parse_rotate};
 use super::item::{Images, ItemRequest, QueryContext, RouteQuery};
 use super::response::{self, ARRAY_FORMATS};
 use crate::error::AppError;
@@ -43,8 +43,9 @@ pub struct ImageQuery {
 }
 
 impl RouteQuery for ImageQuery {
-    const PARAMS: &'static [&'static str] =
-        &["size", "mode", "scale", "channels", "palette", "format"];
+    const PARAMS: &'static [&'static str] = &[
+        "size", "mode", "scale", "channels", "palette", "format", "flip", "rotate",
+    ];
 
     fn parse(p: &Params, cx: &QueryContext<'_>) -> Result<Self, AppError> {
         let size = match p.get("size") {
@@ -82,6 +83,9 @@ impl RouteQuery for ImageQuery {
                 ("expand", PaletteMode::Expand),
             ],
         )?;
+        // Axes and angles of the array MONAI holds, `(C, W, H)`: axis 0 is the width.
+        let flip = parse_flip(p, 2)?;
+        let rotate = parse_rotate(p)?;
         let explicit = match p.get("format") {
             None => None,
             Some(_) => Some(p.choice("format", Format::Png, &Format::choices(&ARRAY_FORMATS))?),
@@ -95,6 +99,8 @@ impl RouteQuery for ImageQuery {
             size,
             mode,
             scale,
+            flip,
+            rotate,
         };
         let format = response::negotiate(explicit, cx.headers)?;
         Ok(ImageQuery { chain, format })

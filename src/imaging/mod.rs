@@ -10,6 +10,7 @@ pub mod encode;
 pub mod intensity;
 pub mod nifti;
 pub mod resize;
+pub mod spatial;
 pub mod stats;
 pub mod volume;
 

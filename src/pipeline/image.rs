@@ -1,16 +1,17 @@
 //! The 2D chain of the seed: `LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`,
-//! then the response's encoding. Decoded images and transformed arrays are cached separately,
+//! then the deterministic `Flip` and `Rotate` when asked for, then the response's encoding. Decoded images and transformed arrays are cached separately,
 //! so every chain over one image decodes it once.
 
 use std::sync::Arc;
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Ix3, IxDyn};
 
 use super::{Pipeline, PipelineError};
 use crate::cache::{Canonical, Key, Stage, Tensor};
 use crate::catalog::Item;
 use crate::imaging::encode::{self, Encoded, Format, Payload};
 use crate::imaging::intensity::finite_range;
+use crate::imaging::spatial::{self, SpatialAxes};
 use crate::imaging::{self, DecodeError, DecodeOptions, ResizeMode};
 use crate::metrics::Metrics;
 
@@ -23,14 +24,21 @@ pub enum Scale {
     None,
 }
 
-/// The 2D pipeline of the seed: `LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The 2D pipeline of the seed: `LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`,
+/// then `Flip(spatial_axis=flip)` and `Rotate(angle=rotate)` (in that order) when asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Chain2d {
     pub decode: DecodeOptions,
     /// `(H, W)`.
     pub size: (usize, usize),
     pub mode: ResizeMode,
     pub scale: Scale,
+    /// MONAI spatial axes of the array MONAI holds, `(C, W, H)`: axis 0 is the width.
+    pub flip: SpatialAxes,
+    /// Radians, MONAI `Rotate(angle, keep_size=True, mode="bilinear", padding_mode="border",
+    /// align_corners=False)` on `(C, W, H)`; `None` is no `Rotate` at all (`Some(0.0)` is
+    /// MONAI's `Rotate(0)`, a resampling that is the identity only up to float32 rounding).
+    pub rotate: Option<f64>,
 }
 
 impl Canonical for DecodeOptions {
@@ -52,6 +60,14 @@ impl Canonical for Chain2d {
             self.size.1,
             self.mode.name(2)
         ));
+        // Absent steps write nothing, so requests without them keep their keys and ETags.
+        if !self.flip.is_empty() {
+            out.push_str(&format!("|flip({})", self.flip.canonical()));
+        }
+        if let Some(angle) = self.rotate {
+            // LowerExp is the shortest text that reads back as the same f64.
+            out.push_str(&format!("|rotate({angle:e})"));
+        }
     }
 }
 
@@ -62,7 +78,28 @@ impl Chain2d {
         if self.scale == Scale::MinMax {
             imaging::intensity::scale_minmax(&mut out);
         }
-        out
+        self.apply_spatial(out)
+    }
+
+    /// `Flip` then `Rotate`, on the array as MONAI holds it (`(C, W, H)`: the transpose of
+    /// ours), the result transposed back to `(C, H, W)`.
+    fn apply_spatial(&self, out: ArrayD<f32>) -> ArrayD<f32> {
+        if (self.flip.is_empty() && self.rotate.is_none()) || out.ndim() != 3 {
+            return out;
+        }
+        let mut monai = out.permuted_axes(IxDyn(&[0, 2, 1]));
+        if !self.flip.is_empty() {
+            monai = spatial::flip(monai.view(), self.flip);
+        }
+        if let Some(angle) = self.rotate
+            && let Ok(v) = monai.view().into_dimensionality::<Ix3>()
+        {
+            monai = spatial::rotate2d(v, angle).into_dyn();
+        }
+        monai
+            .permuted_axes(IxDyn(&[0, 2, 1]))
+            .as_standard_layout()
+            .into_owned()
     }
 
     /// The PNG window of an array this chain made: [0, 1] after min-max, else the values'

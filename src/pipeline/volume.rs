@@ -1,6 +1,6 @@
 //! Volumes: NIfTI objects streamed from the store into the decoder, the image part of the 3D
-//! chain (`EnsureChannelFirst -> Resize -> ScaleIntensityRange`), masks resized by nearest
-//! neighbour and selected, and whole-volume responses in every array and NIfTI format.
+//! chain (`EnsureChannelFirst -> Resize -> ScaleIntensityRange -> Flip`), masks resized by
+//! nearest neighbour, selected and flipped alike, and whole-volume responses in every array and NIfTI format.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,18 +12,30 @@ use crate::catalog::Item;
 use crate::imaging::ResizeMode;
 use crate::imaging::encode::{self, Encoded, Format, Payload};
 use crate::imaging::nifti::{self, Header, VolumeError};
+use crate::imaging::spatial::{self, SpatialAxes};
 use crate::imaging::stats::DecodedVolume;
 use crate::imaging::volume::{self, LabelSelect, RangeScale};
 use crate::metrics::Metrics;
 use crate::store::{ObjectMeta, ObjectRead, ObjectReader, ReadFailure, StoreError, WaitGuard};
 
-/// The image part of the 3D chain: `EnsureChannelFirst -> Resize -> ScaleIntensityRange`.
+/// The image part of the 3D chain: `EnsureChannelFirst -> Resize -> ScaleIntensityRange`,
+/// then `Flip(spatial_axis=flip)` when asked for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Chain3d {
     /// `None` keeps the native grid.
     pub size: Option<[usize; 3]>,
     pub mode: ResizeMode,
     pub scale: Option<RangeScale>,
+    /// Voxel axes `i, j, k` (our axes 1, 2, 3 of `(C, X, Y, Z)`), MONAI's spatial axes.
+    pub flip: SpatialAxes,
+}
+
+/// `|flip(axes)` when there are any: absent steps write nothing, so requests without them
+/// keep their keys and ETags.
+fn write_flip(flip: SpatialAxes, out: &mut String) {
+    if !flip.is_empty() {
+        out.push_str(&format!("|flip({})", flip.canonical()));
+    }
 }
 
 fn write_size(size: Option<[usize; 3]>, out: &mut String) {
@@ -43,6 +55,7 @@ impl Canonical for Chain3d {
             Some(s) => out.push_str(&s.canonical()),
         }
         out.push(')');
+        write_flip(self.flip, out);
     }
 }
 
@@ -53,14 +66,18 @@ impl Chain3d {
         if let Some(s) = self.scale {
             s.apply(&mut out);
         }
+        if !self.flip.is_empty() {
+            out = spatial::flip(out.view(), self.flip);
+        }
         out
     }
 }
 
-/// A mask resized by nearest neighbour to `size`, then selected.
+/// A mask resized by nearest neighbour to `size`, then selected, then flipped.
 struct MaskSpec<'a> {
     size: Option<[usize; 3]>,
     select: &'a LabelSelect,
+    flip: SpatialAxes,
 }
 
 impl Canonical for MaskSpec<'_> {
@@ -68,6 +85,7 @@ impl Canonical for MaskSpec<'_> {
         out.push_str("mask(resize3d(");
         write_size(self.size, out);
         out.push_str(&format!(",nearest),{})", self.select.canonical()));
+        write_flip(self.flip, out);
     }
 }
 
@@ -223,17 +241,22 @@ impl Pipeline {
         };
         let label = match q.part {
             VolumePart::Image => None,
-            _ => Some(self.volume_label(&p.item, q.chain.size, &q.select).await?),
+            _ => Some(
+                self.volume_label(&p.item, q.chain.size, &q.select, q.chain.flip)
+                    .await?,
+            ),
         };
         let from = match (&image, &p.label) {
             (None, Some(l)) => l.volume.header.spatial,
             _ => p.image.volume.header.spatial,
         };
-        // Image and mask share the image's affine so they line up in viewers.
-        let affine = volume::resized_affine(
-            &p.image.volume.header.affine,
-            from,
-            q.chain.size.unwrap_or(from),
+        // Image and mask share the image's affine so they line up in viewers. A flip moves
+        // the voxels and, as MONAI's Flip does to a MetaTensor, the affine with them.
+        let grid = q.chain.size.unwrap_or(from);
+        let affine = spatial::flipped_affine(
+            &volume::resized_affine(&p.image.volume.header.affine, from, grid),
+            grid,
+            q.chain.flip,
         );
         let format = q.format;
         let t = std::time::Instant::now();
@@ -275,18 +298,19 @@ impl Pipeline {
             .await
     }
 
-    /// The item's mask resized by nearest neighbour to `size` and selected, from cache or
-    /// computed.
+    /// The item's mask resized by nearest neighbour to `size`, selected and flipped, from
+    /// cache or computed.
     async fn volume_label(
         &self,
         item: &Item,
         size: Option<[usize; 3]>,
         select: &LabelSelect,
+        flip: SpatialAxes,
     ) -> Result<Arc<Mask>, PipelineError> {
         let Some(l) = &item.label else {
             return Err(missing_label(item));
         };
-        let key = Key::new(Stage::Mask, [l], &MaskSpec { size, select });
+        let key = Key::new(Stage::Mask, [l], &MaskSpec { size, select, flip });
         let select = select.clone();
         let label_key = l.key.clone();
         self.cache
@@ -297,8 +321,14 @@ impl Pipeline {
                 let out = self
                     .pool
                     .run(move || {
-                        volume::label_u8(&lab.volume)
-                            .map(|m| volume::label_resized(m.view().into_dyn(), size, &select))
+                        volume::label_u8(&lab.volume).map(|m| {
+                            let out = volume::label_resized(m.view().into_dyn(), size, &select);
+                            if flip.is_empty() {
+                                out
+                            } else {
+                                spatial::flip(out.view(), flip)
+                            }
+                        })
                     })
                     .await?;
                 Metrics::time(&self.metrics.transform_us, t);

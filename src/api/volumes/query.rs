@@ -1,7 +1,7 @@
 //! The query grammars of the slice and volume routes: names, numbers, windows, presets, sizes
 //! and the rules between parameters, exactly as openapi.yaml spells them.
 
-use super::super::extract::{Params, parse_digits};
+use super::super::extract::{Params, parse_decimal, parse_digits, parse_flip};
 use super::super::item::{QueryContext, RouteQuery};
 use super::super::response::{self, ARRAY_FORMATS};
 use crate::error::AppError;
@@ -39,11 +39,7 @@ pub const MAX_NUMBER: f64 = 1e38;
 /// A decimal number as the spec's `type: number` says: digits, sign, point and exponent
 /// (no spaces, no `inf`/`nan`), with `|x| <= MAX_NUMBER`.
 fn parse_number(v: &str) -> Option<f32> {
-    let ok_chars = !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b));
-    let f: f64 = v.parse().ok()?;
-    (ok_chars && f.is_finite() && f.abs() <= MAX_NUMBER).then_some(f as f32)
+    parse_decimal(v, MAX_NUMBER).map(|f| f as f32)
 }
 
 /// One number of `window=center,width`: `-?D{1,7}(.D{1,7})?` exactly as the spec's pattern
@@ -232,7 +228,7 @@ const VOLUME_FORMATS: [Format; 5] = [
 impl RouteQuery for VolumeQuery {
     const PARAMS: &'static [&'static str] = &[
         "size", "mode", "a_min", "a_max", "b_min", "b_max", "clip", "scale", "part", "format",
-        "labels", "binary",
+        "labels", "binary", "flip",
     ];
 
     /// The `.nii.gz`/`.nii`/`.npy`/`.npz` alias routes fix the format by their extension.
@@ -286,6 +282,7 @@ fn parse_volume(
     }
     let keep = parse_labels(p)?;
     let binary = boolean(p, "binary")?;
+    let flip = parse_flip(p, 3)?;
     if part == VolumePart::Image && (keep.is_some() || binary) {
         return Err(AppError::param_allowed(
             if binary { "binary" } else { "labels" },
@@ -294,7 +291,12 @@ fn parse_volume(
         ));
     }
     Ok(VolumeQuery {
-        chain: Chain3d { size, mode, scale },
+        chain: Chain3d {
+            size,
+            mode,
+            scale,
+            flip,
+        },
         part,
         format,
         select: LabelSelect { keep, binary },
