@@ -135,6 +135,7 @@ for s in "${selected[@]}"; do
         "stage_$s"
     ) >"$log" 2>&1 </dev/null &
     wait $! || rc=$?
+    code=$rc
     SECS[$s]=$(($(date +%s) - start))
     read -r p f < <(count "$s" "$log") || true
     note=""
@@ -161,7 +162,7 @@ for s in "${selected[@]}"; do
     else
         RESULT[$s]=FAIL
         failed_stages=$((failed_stages + 1))
-        echo "--- $s: last 60 lines of $log (exit $rc)$note"
+        echo "--- $s: last 60 lines of $log (exit $code)$note"
         tail -n 60 "$log"
         echo "FAIL $s (${SECS[$s]} s)"
         [ "$fail_fast" -eq 0 ] || break
