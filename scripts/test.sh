@@ -14,6 +14,10 @@
 # --fail-fast): the remaining stages still run, so one run shows every failure, and the exit
 # status is 1 when any stage failed (2 on a usage error).
 #
+# Builds: test, readme, python and browser share one debug build (the scripts take the binary
+# from `cargo test`'s build: build_debug_medserve in scripts/lib.sh); schemathesis and load
+# share the release build; fuzz has its own (AddressSanitizer, fuzz/target); clippy checks.
+#
 # Counting: every stage ends its output with a line that states its own count,
 # `<what>: N passed, M failed` or `<what>: N passed (...)` (the scripts' closing lines, e.g.
 # `README curl lines: 23 passed, 0 failed`); for the test stage it is the sum of cargo's
