@@ -13,7 +13,7 @@ if [ -z "$chrome" ]; then
   chrome=$(command -v chromium)
 fi
 
-cargo build --locked --quiet --bin medserve
+build_debug_medserve
 bin="$PWD/target/debug/medserve"
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT

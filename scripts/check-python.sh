@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 venv="$PWD/target/py-check"
 python_venv "$venv" tools/requirements-check.txt
 
-cargo build --locked --quiet --bin medserve
+build_debug_medserve
 bin="$PWD/target/debug/medserve"
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-cargo build --locked --quiet --bin medserve
+build_debug_medserve
 bin="$PWD/target/debug/medserve"
 work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT

@@ -92,6 +92,15 @@ python_venv() {
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$reqs"
 }
 
+# build_debug_medserve: builds target/debug/medserve as `cargo test` does. A plain `cargo build
+# --bin medserve` resolves features without the dev-dependencies (aws-sdk-s3 with
+# behavior-version-latest, ...), so it compiled a second debug copy of the AWS SDK and of
+# everything above it; building the small test target that runs the binary (tests/binary.rs)
+# reuses the test build instead.
+build_debug_medserve() {
+    cargo test --locked --quiet --no-run --test binary
+}
+
 # load_prereqs TOOL...: the load scripts' common start: the named tools must exist, wrk is
 # installed from Debian when missing, and target/release/medserve is built unless
 # LOAD_SKIP_BUILD=1. Sets BIN.
