@@ -6,8 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 use medserve::cache::Canonical;
 use medserve::imaging::encode::{Format, Payload};
-use medserve::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode, decode, encode};
 use medserve::imaging::spatial::SpatialAxes;
+use medserve::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode, decode, encode};
 use medserve::pipeline::{Chain2d, Scale};
 
 /// 1 Mi pixels: a 16-bit RGBA image at the limit is 16 MB of float32 (the server allows 100 M).
