@@ -73,8 +73,13 @@ run_pass decathlon-ct tools/schemathesis/decathlon-ct.toml --include-path-regex 
 run_pass no-dataset-json tools/schemathesis/nojson.toml --include-path-regex 'items'
 run_pass nan-volume tools/schemathesis/nan-volume.toml --include-path-regex 'items/'
 # Every operation again, with the no-dataset.json task's items, from a new random seed: cases
-# the deterministic passes never generate.
-run_pass "random-seed-$seed" tools/schemathesis/nojson.toml --seed "$seed"
+# the deterministic passes never generate. Every check but one: schemathesis's negative
+# mutations of a form-encoded object parameter can serialise to a query string that is valid
+# (seed 3638041135 sent `a_min=0.0&a_max=0.0&...&flip=all`, which the schema allows, as
+# "schema-violating"), so a random pass would fail CI on its own false positives; the
+# deterministic passes above keep negative_data_rejection, with cases known to be sound.
+run_pass "random-seed-$seed" tools/schemathesis/nojson.toml --seed "$seed" \
+  --exclude-checks negative_data_rejection
 server_alive
 
 # The same server with API keys: every operation with the key (it must be accepted
