@@ -56,8 +56,9 @@ pub(super) fn pixdim_matrix(spatial: [usize; 3], zooms: [f64; 3]) -> [[f64; 4]; 
     m
 }
 
-/// The qform quaternion `(b, c, d)` and qfac of an affine, as `nifti_mat44_to_quatern` does
-/// (the rotation is orthogonalised first, so shears are dropped from the qform only).
+/// The qform quaternion `(b, c, d)` and qfac of an affine, close to `nifti_mat44_to_quatern`:
+/// each column is divided by its zoom, but the rotation is not orthogonalised, so an affine
+/// with shear gives an approximate qform (the sform written beside it stays exact).
 pub(super) fn qform_quaternion(affine: &[[f64; 4]; 4], zooms: &[f64]) -> ([f64; 3], f64) {
     let mut r = [[0.0; 3]; 3];
     for i in 0..3 {

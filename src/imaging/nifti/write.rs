@@ -13,8 +13,8 @@ pub enum OutType {
 
 /// A single-file NIfTI-1 (little endian): header, 4 empty extension bytes, voxels.
 /// `dims` is `[X, Y, Z]` or `[X, Y, Z, C]`; `data` is already in file order (x fastest).
-/// Writes the same affine as sform and (as far as a rotation allows) qform, code 2 (aligned)
-/// unless `code` says otherwise; pixdim holds the affine's column norms.
+/// Writes the same affine as sform and (as far as a rotation allows) qform, both with `code`
+/// (responses use 2, aligned); pixdim holds the affine's column norms.
 #[allow(
     clippy::needless_range_loop,
     reason = "header offsets and matrix indices read best as indices"
