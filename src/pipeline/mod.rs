@@ -6,6 +6,7 @@
 //! - `volume.rs`: NIfTI objects decoded (streamed from the store), the 3D chain, masks, and
 //!   whole-volume responses.
 //! - `slice.rs`: one plane of a volume rendered for eyes or programs.
+//! - `augment.rs`: seeded random transforms, drawn as a pure function of the request.
 //! - `cpu.rs`: the bounded pool of CPU workers.
 //!
 //! Handlers get a [`Pipeline`] (store, cache, pool, limits, counters), never the store itself;
@@ -21,6 +22,7 @@ use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::store::{ObjectStore, StoreError};
 
+pub mod augment;
 pub mod cpu;
 pub mod image;
 pub mod slice;
