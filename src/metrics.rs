@@ -15,12 +15,14 @@ pub struct Metrics {
     pub decode_us: AtomicU64,
     pub transform_us: AtomicU64,
     pub encode_us: AtomicU64,
+    pub prefetched_batches: AtomicU64,
+    pub prefetch_skipped: AtomicU64,
 }
 
 type Counter = fn(&Metrics) -> &AtomicU64;
 
 /// `(name, help, counter)` of every plain counter.
-pub const COUNTERS: [(&str, &str, Counter); 5] = [
+pub const COUNTERS: [(&str, &str, Counter); 7] = [
     (
         "medserve_storage_get_total",
         "Whole-object GETs sent to the store.",
@@ -45,6 +47,16 @@ pub const COUNTERS: [(&str, &str, Counter); 5] = [
         "medserve_transform_total",
         "Transform chains computed (cache misses).",
         |m| &m.transforms,
+    ),
+    (
+        "medserve_prefetched_batches_total",
+        "Next batches of a plan warmed in the background after a batch was served.",
+        |m| &m.prefetched_batches,
+    ),
+    (
+        "medserve_prefetch_skipped_total",
+        "Next-batch warmings skipped or cut short because the CPU pool had a queue or the prefetch slots were taken.",
+        |m| &m.prefetch_skipped,
     ),
 ];
 

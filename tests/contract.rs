@@ -132,9 +132,26 @@ fn concrete(path: &str) -> String {
     } else {
         ("medmnist", "HeadCT~005001")
     };
-    path.replace("{dataset}", dataset)
+    let uri = path
+        .replace("{dataset}", dataset)
         .replace("{split}", "train")
         .replace("{item}", item)
+        .replace("{batch}", "0");
+    // The batch routes' one required parameter.
+    if path.contains("/batches") {
+        format!("{uri}?batch_size=2")
+    } else {
+        uri
+    }
+}
+
+/// The smallest valid body of an operation that needs one.
+fn body_of(path: &str) -> Body {
+    if path.ends_with("/batch") {
+        Body::from(r#"{"ids": ["HeadCT~005001"]}"#)
+    } else {
+        Body::empty()
+    }
 }
 
 #[tokio::test]
@@ -146,7 +163,7 @@ async fn every_documented_operation_is_served_and_others_are_405() {
         let req = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).unwrap())
             .uri(&uri)
-            .body(Body::empty())
+            .body(body_of(&path))
             .unwrap();
         let r = common::send(&app, req).await;
         assert!(

@@ -7,6 +7,7 @@
 //!   whole-volume responses.
 //! - `slice.rs`: one plane of a volume rendered for eyes or programs.
 //! - `augment.rs`: seeded random transforms, drawn as a pure function of the request.
+//! - `batch.rs`: the epoch's order, the plan's batches, a batch stacked into one `.npz`.
 //! - `cpu.rs`: the bounded pool of CPU workers.
 //!
 //! Handlers get a [`Pipeline`] (store, cache, pool, limits, counters), never the store itself;
@@ -23,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::store::{ObjectStore, StoreError};
 
 pub mod augment;
+pub mod batch;
 pub mod cpu;
 pub mod image;
 pub mod slice;
@@ -75,6 +77,8 @@ pub struct Pipeline {
     pool: CpuPool,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Slots for background warming of next batches (`--prefetch-batches`).
+    prefetch: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pipeline {
@@ -90,6 +94,7 @@ impl Pipeline {
             store,
             cache: ArrayCache::new(cache_bytes),
             pool: CpuPool::new(cpu_workers, limits.max_queue, metrics.clone()),
+            prefetch: Arc::new(tokio::sync::Semaphore::new(limits.prefetch_batches)),
             limits,
             metrics,
         }

@@ -277,6 +277,34 @@ impl Pipeline {
         Ok(encoded)
     }
 
+    /// One item of a segmentation batch: its image (and mask when `with_label`) through the
+    /// query's chain, resolved and bounded as a volume request is.
+    pub(super) async fn volume_item(
+        &self,
+        item: &Item,
+        mut query: VolumeQuery,
+        with_label: bool,
+    ) -> Result<(Arc<Tensor>, Option<Arc<Mask>>), PipelineError> {
+        query.part = if with_label {
+            VolumePart::Both
+        } else {
+            VolumePart::Image
+        };
+        query.format = Format::Npz;
+        let p = self.prepare_volume(item, query).await?;
+        self.check_output_size(&p)?;
+        let q = &p.query;
+        let image = self.volume_image(item, q.chain).await?;
+        let label = match with_label {
+            true => Some(
+                self.volume_label(item, q.chain.size, &q.select, q.chain.flip)
+                    .await?,
+            ),
+            false => None,
+        };
+        Ok((image, label))
+    }
+
     /// The image volume after the 3D chain, from cache or computed.
     async fn volume_image(
         &self,

@@ -263,16 +263,19 @@ impl RouteQuery for VolumeRequest {
             .strip_prefix("volume.")
             .and_then(|ext| VOLUME_FORMATS.into_iter().find(|f| f.name() == ext));
         Ok(VolumeRequest {
-            query: parse_volume(p, cx, fixed)?,
+            query: parse_volume(p, cx, fixed, VolumePart::Image)?,
             augment: parse_augment(p, 3)?,
         })
     }
 }
 
-fn parse_volume(
+/// The volume grammar; `part` defaults to `default_part` (a batch, which takes no `part`,
+/// carries both).
+pub fn parse_volume(
     p: &Params,
     cx: &QueryContext<'_>,
     fixed: Option<Format>,
+    default_part: VolumePart,
 ) -> Result<VolumeQuery, AppError> {
     let size = p
         .get("size")
@@ -290,7 +293,7 @@ fn parse_volume(
     let scale = parse_range_scale(p)?;
     let part = p.choice(
         "part",
-        VolumePart::Image,
+        default_part,
         &[
             ("image", VolumePart::Image),
             ("label", VolumePart::Label),
