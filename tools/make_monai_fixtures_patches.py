@@ -32,7 +32,8 @@ Layout of the output directory:
     <case>/pick_index.npy   int64   (N,)          position in that list (MONAI's randint)
     <case>/center.npy       int64   (N, 3)        MONAI's centres after correct_crop_centers
     <case>/image_crops.npy  float32 (N, C, ...)   MONAI's SpatialCrop of the image
-    <case>/label_crops.npy  uint8   (N, 1, ...)   MONAI's SpatialCrop of the label
+    <case>/label_crops.npy  uint8   (N, 1, ...)   MONAI's SpatialCrop of the label (float32 in
+                                                  MONAI, as LoadImaged gives it; whole values)
     correct_centers.json    [shape, size, centre, corrected] rows of MONAI's
                             correct_crop_centers (allow_smaller=True), one axis at a time
     manifest.json
@@ -153,7 +154,11 @@ def choices(fg: np.ndarray, bg: np.ndarray, seed: int) -> list[tuple[bool, int]]
 
 
 def run_case(label: np.ndarray, image: np.ndarray, patch, threshold, seed: int) -> dict:
-    lab_t, img_t = MetaTensor(torch.from_numpy(label.copy())), MetaTensor(torch.from_numpy(image.copy()))
+    # The label as MONAI holds it after LoadImaged: float32. (Given a uint8 tensor,
+    # map_binary_to_indices makes every voxel background: torch.any keeps uint8 and `~` is
+    # then a bitwise not. A real pipeline never sees that, and medserve does not copy it.)
+    lab_t = MetaTensor(torch.from_numpy(label.astype(np.float32)))
+    img_t = MetaTensor(torch.from_numpy(image.copy()))
     fg, bg = map_binary_to_indices(lab_t, img_t if threshold is not None else None, threshold or 0.0)
     fg, bg = np.asarray(fg, np.int64), np.asarray(bg, np.int64)
     picks = choices(fg, bg, seed)
@@ -182,7 +187,9 @@ def run_case(label: np.ndarray, image: np.ndarray, patch, threshold, seed: int) 
         assert [int(v) for v in o["label"].meta["crop_center"]] == list(c)
     image_crops = np.stack([o["image"].numpy() for o in out]).astype(np.float32)
     label_crops = np.stack([o["label"].numpy() for o in out])
-    assert label_crops.dtype == np.uint8, label_crops.dtype
+    assert label_crops.dtype == np.float32, label_crops.dtype
+    assert np.array_equal(label_crops, np.rint(label_crops))
+    label_crops = label_crops.astype(np.uint8)
     return {
         "fg": fg,
         "bg": bg,
