@@ -11,6 +11,7 @@ pub struct Metrics {
     pub store_waits: AtomicU64,
     pub decodes: AtomicU64,
     pub transforms: AtomicU64,
+    pub fg_indices: AtomicU64,
     pub fetch_us: AtomicU64,
     pub decode_us: AtomicU64,
     pub transform_us: AtomicU64,
@@ -20,7 +21,7 @@ pub struct Metrics {
 type Counter = fn(&Metrics) -> &AtomicU64;
 
 /// `(name, help, counter)` of every plain counter.
-pub const COUNTERS: [(&str, &str, Counter); 5] = [
+pub const COUNTERS: [(&str, &str, Counter); 6] = [
     (
         "medserve_storage_get_total",
         "Whole-object GETs sent to the store.",
@@ -45,6 +46,11 @@ pub const COUNTERS: [(&str, &str, Counter); 5] = [
         "medserve_transform_total",
         "Transform chains computed (cache misses).",
         |m| &m.transforms,
+    ),
+    (
+        "medserve_fg_indices_computed_total",
+        "Foreground/background index lists computed for patch sampling (cache misses).",
+        |m| &m.fg_indices,
     ),
 ];
 

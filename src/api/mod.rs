@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::CorsOrigins;
 use crate::error::AppError;
-use crate::pipeline::{SliceQuery, VolumeQuery};
+use crate::pipeline::{PatchQuery, SliceQuery, VolumeQuery};
 use crate::state::AppState;
 use images::ImageQuery;
 use item::RouteQuery;
@@ -108,6 +108,12 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             SliceQuery::PARAMS,
             get(volumes::get_slice),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/patches",
+            Method::GET,
+            PatchQuery::PARAMS,
+            get(volumes::get_patches),
         ),
     ];
     // One handler: an alias fixes the format by its extension.
