@@ -306,3 +306,25 @@ async fn the_pipeline_call_gives_the_route_s_arrays() {
     assert_eq!(got.label, p.label);
     assert_eq!(got.center, p.center);
 }
+
+#[tokio::test]
+async fn patches_beyond_max_output_are_refused_before_they_are_computed() {
+    let (app, state) = common::app_with_limits(medserve::config::Limits {
+        max_output_bytes: 1 << 20,
+        ..Default::default()
+    });
+    // 64 patches of 64x64x24 float32 are 24 MiB.
+    let r = get(
+        &app,
+        &format!("{SPLEEN}/patches?patch=64,64,24&num=64&seed=1"),
+    )
+    .await;
+    let j = assert_problem(&r, 422, "object-too-large");
+    assert!(j["detail"].as_str().unwrap().contains("64 patches"), "{j}");
+    let transforms = state
+        .metrics
+        .transforms
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(transforms, 0, "nothing was transformed");
+    patches_at(&app, &format!("{SPLEEN}/patches?patch=8,8,8&num=4&seed=1")).await;
+}
