@@ -11,6 +11,7 @@ pub struct Metrics {
     pub store_waits: AtomicU64,
     pub decodes: AtomicU64,
     pub transforms: AtomicU64,
+    pub fg_indices: AtomicU64,
     pub fetch_us: AtomicU64,
     pub decode_us: AtomicU64,
     pub transform_us: AtomicU64,
@@ -22,7 +23,7 @@ pub struct Metrics {
 type Counter = fn(&Metrics) -> &AtomicU64;
 
 /// `(name, help, counter)` of every plain counter.
-pub const COUNTERS: [(&str, &str, Counter); 7] = [
+pub const COUNTERS: [(&str, &str, Counter); 8] = [
     (
         "medserve_storage_get_total",
         "Whole-object GETs sent to the store.",
@@ -57,6 +58,11 @@ pub const COUNTERS: [(&str, &str, Counter); 7] = [
         "medserve_prefetch_skipped_total",
         "Next-batch warmings skipped or cut short because the CPU pool had a queue or the prefetch slots were taken.",
         |m| &m.prefetch_skipped,
+    ),
+    (
+        "medserve_fg_indices_computed_total",
+        "Foreground/background index lists computed for patch sampling (cache misses).",
+        |m| &m.fg_indices,
     ),
 ];
 

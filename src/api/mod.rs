@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::CorsOrigins;
 use crate::error::AppError;
-use crate::pipeline::SliceQuery;
+use crate::pipeline::{PatchQuery, SliceQuery};
 use crate::state::AppState;
 use images::ImageQuery;
 use item::RouteQuery;
@@ -129,6 +129,12 @@ pub fn routes() -> Vec<Route> {
             Method::POST,
             batches::POST_PARAMS,
             post(batches::post_batch),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/patches",
+            Method::GET,
+            PatchQuery::PARAMS,
+            get(volumes::get_patches),
         ),
     ];
     // One handler: an alias fixes the format by its extension.

@@ -6,6 +6,8 @@
 //! - `volume.rs`: NIfTI objects decoded (streamed from the store), the 3D chain, masks, and
 //!   whole-volume responses.
 //! - `slice.rs`: one plane of a volume rendered for eyes or programs.
+//! - `patch.rs`: patches sampled around foreground/background voxels (MONAI
+//!   `RandCropByPosNegLabeld`), with the index lists they are drawn from cached.
 //! - `augment.rs`: seeded random transforms, drawn as a pure function of the request.
 //! - `batch.rs`: the epoch's order, the plan's batches, a batch stacked into one `.npz`.
 //! - `cpu.rs`: the bounded pool of CPU workers.
@@ -27,11 +29,13 @@ pub mod augment;
 pub mod batch;
 pub mod cpu;
 pub mod image;
+pub mod patch;
 pub mod slice;
 pub mod volume;
 
 pub use cpu::CpuPool;
 pub use image::{Chain2d, Scale};
+pub use patch::{PatchQuery, Patches, PreparedPatches};
 pub use slice::{AxisSel, SlicePart, SliceQuery, Window};
 pub use volume::{Chain3d, VolumePart, VolumeQuery};
 

@@ -306,7 +306,7 @@ impl Pipeline {
     }
 
     /// The image volume after the 3D chain, from cache or computed.
-    async fn volume_image(
+    pub(super) async fn volume_image(
         &self,
         item: &Item,
         chain: Chain3d,
@@ -328,7 +328,7 @@ impl Pipeline {
 
     /// The item's mask resized by nearest neighbour to `size`, selected and flipped, from
     /// cache or computed.
-    async fn volume_label(
+    pub(super) async fn volume_label(
         &self,
         item: &Item,
         size: Option<[usize; 3]>,
