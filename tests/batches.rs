@@ -378,3 +378,71 @@ async fn the_next_batch_is_warmed_in_the_background() {
     batch(&app, &format!("{MEDMNIST}/batches/1?{q}")).await;
     assert_eq!(count(&m.transforms), before, "batch 1 was warm");
 }
+
+/// `patch=` turns a segmentation batch into patches: `patches_per_item` per item, sampled as
+/// the patch route samples them (the same centres and crops for the same seed and epoch).
+#[tokio::test]
+async fn segmentation_batches_of_patches() {
+    let (app, _) = app();
+    let chain = "size=32,32,16&a_min=-1000&a_max=1000&b_min=0&b_max=1&clip=true";
+    let q =
+        format!("batch_size=2&seed=8&epoch=1&{chain}&patch=12,12,8&patches_per_item=3&pos=1&neg=1");
+    let b = batch(&app, &format!("{SPLEEN}/batches/0?{q}")).await;
+    assert_eq!(b.names(), ["center", "id", "image", "label", "pad"]);
+    let image = b.array::<f32>("image");
+    let label = b.array::<u8>("label");
+    let center = b.array::<i64>("center");
+    assert_eq!(image.shape(), &[6, 1, 12, 12, 8]);
+    assert_eq!(label.shape(), &[6, 1, 12, 12, 8]);
+    assert_eq!(center.shape(), &[6, 3]);
+    let ids = b.ids();
+    assert_eq!(ids[0], ids[2]);
+    assert_ne!(ids[0], ids[3]);
+    // Item by item, the patch route's answer for the same seed and epoch.
+    for k in [0, 3] {
+        let r = get(
+            &app,
+            &format!(
+                "{SPLEEN}/items/{}/patches?seed=8&epoch=1&{chain}&patch=12,12,8&num=3",
+                ids[k]
+            ),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let p = Npz(r.body);
+        let rows = ndarray::Slice::from(k..k + 3);
+        assert_eq!(
+            p.array::<f32>("image"),
+            image.slice_axis(ndarray::Axis(0), rows)
+        );
+        assert_eq!(
+            p.array::<u8>("label"),
+            label.slice_axis(ndarray::Axis(0), rows)
+        );
+        assert_eq!(
+            p.array::<i64>("center"),
+            center.slice_axis(ndarray::Axis(0), rows)
+        );
+    }
+    let r = get(
+        &app,
+        &format!("{SPLEEN}/batches/0?batch_size=2&patches_per_item=2"),
+    )
+    .await;
+    let p = assert_problem(&r, 400, "invalid-parameter");
+    assert_eq!(p["parameter"], "patches_per_item");
+    let r = get(
+        &app,
+        &format!("{SPLEEN}/batches/0?batch_size=2&seed=1&patch=8,8,8&patches_per_item=0"),
+    )
+    .await;
+    let p = assert_problem(&r, 400, "invalid-parameter");
+    assert_eq!(p["parameter"], "patches_per_item");
+    let r = get(
+        &app,
+        &format!("{MEDMNIST}/batches/0?batch_size=2&patch=8,8,8&seed=1"),
+    )
+    .await;
+    let p = assert_problem(&r, 400, "invalid-parameter");
+    assert_eq!(p["parameter"], "patch");
+}

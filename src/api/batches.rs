@@ -14,6 +14,7 @@ use super::extract::{Params, Path, RawPairs, parse_digits};
 use super::images::parse_chain2d;
 use super::item::{QueryContext, class_filter, dataset, snapshot, split};
 use super::response;
+use super::volumes::patches::{PATCH_PARAMS, parse_patch_query};
 use super::volumes::query::parse_volume;
 use crate::cache::{CacheKey, Canonical, Stage};
 use crate::catalog::{Dataset, Item, Kind, Split};
@@ -24,6 +25,7 @@ use crate::pipeline::augment::Augment;
 use crate::pipeline::batch::{
     BatchChain, BatchRequest, MAX_BATCH, MAX_WORLD, ORDER_ALGORITHM, ORDER_VERSION, Plan, order,
 };
+use crate::pipeline::patch::PatchQuery;
 use crate::state::AppState;
 
 /// The plan's parameters.
@@ -33,7 +35,39 @@ pub const PLAN_PARAMS: &[&str] = &["batch_size", "seed", "world_size", "drop_las
 /// `mode`, `scale`, `flip` and the random ones are read by either grammar).
 const IMAGE_ONLY: &[&str] = &["channels", "palette", "rotate"];
 const VOLUME_ONLY: &[&str] = &[
-    "a_min", "a_max", "b_min", "b_max", "clip", "labels", "binary",
+    "a_min",
+    "a_max",
+    "b_min",
+    "b_max",
+    "clip",
+    "labels",
+    "binary",
+    "patch",
+    "patches_per_item",
+    "pos",
+    "neg",
+    "image_threshold",
+];
+
+/// The patch route's parameters a patch batch reads (`num` is `patches_per_item`).
+const PATCH_FROM_BATCH: &[&str] = &[
+    "patch",
+    "pos",
+    "neg",
+    "image_threshold",
+    "seed",
+    "epoch",
+    "size",
+    "mode",
+    "a_min",
+    "a_max",
+    "b_min",
+    "b_max",
+    "clip",
+    "scale",
+    "labels",
+    "binary",
+    "flip",
 ];
 
 /// `GET .../batches/{b}`'s parameters: the plan's, the epoch and rank, and either chain's.
@@ -63,6 +97,11 @@ pub const BATCH_PARAMS: &[&str] = &[
     "rand_flip_axis",
     "rand_rotate",
     "rand_rotate_prob",
+    "patch",
+    "patches_per_item",
+    "pos",
+    "neg",
+    "image_threshold",
 ];
 
 /// `POST .../batch`'s parameters: the chain's, the seed and epoch of its random transforms.
@@ -87,6 +126,11 @@ pub const POST_PARAMS: &[&str] = &[
     "rand_flip_axis",
     "rand_rotate",
     "rand_rotate_prob",
+    "patch",
+    "patches_per_item",
+    "pos",
+    "neg",
+    "image_threshold",
 ];
 
 /// The plan's parameters, parsed.
@@ -148,10 +192,49 @@ fn parse_chain(p: &Params, cx: &QueryContext<'_>, ds: &Dataset) -> Result<BatchC
             chain: parse_chain2d(p, cx.limits)?,
             augment,
         },
-        Kind::Segmentation => BatchChain::Volume {
-            query: parse_volume(p, cx, Some(Format::Npz), VolumePart::Both)?,
+        Kind::Segmentation if p.get("patch").is_some() => BatchChain::Patches {
+            query: parse_patches(p, cx)?,
             augment,
         },
+        Kind::Segmentation => {
+            for n in ["patches_per_item", "pos", "neg", "image_threshold"] {
+                if p.get(n).is_some() {
+                    return Err(AppError::param(
+                        n,
+                        format!("{n} samples patches: it needs patch=X,Y,Z"),
+                    ));
+                }
+            }
+            BatchChain::Volume {
+                query: parse_volume(p, cx, Some(Format::Npz), VolumePart::Both)?,
+                augment,
+            }
+        }
+    })
+}
+
+/// A patch batch's sampling, read by the patch route's grammar (`patches_per_item` as its
+/// `num`).
+fn parse_patches(p: &Params, cx: &QueryContext<'_>) -> Result<PatchQuery, AppError> {
+    let mut pairs: Vec<(String, String)> = PATCH_FROM_BATCH
+        .iter()
+        .filter_map(|n| p.get(n).map(|v| (n.to_string(), v.to_string())))
+        .collect();
+    if let Some(v) = p.get("patches_per_item") {
+        pairs.push(("num".into(), v.into()));
+    }
+    let q = Params::new(RawPairs(pairs), PATCH_PARAMS)?;
+    parse_patch_query(&q, cx.limits).map_err(|e| match e {
+        AppError::InvalidParameter {
+            param,
+            message,
+            allowed,
+        } if param == "num" => AppError::InvalidParameter {
+            param: "patches_per_item".into(),
+            message,
+            allowed,
+        },
+        e => e,
     })
 }
 
@@ -186,6 +269,11 @@ impl Canonical for BatchName<'_> {
                 augment.write_canonical(out);
             }
             BatchChain::Volume { query, augment } => {
+                query.write_canonical(out);
+                out.push('|');
+                augment.write_canonical(out);
+            }
+            BatchChain::Patches { query, augment } => {
                 query.write_canonical(out);
                 out.push('|');
                 augment.write_canonical(out);

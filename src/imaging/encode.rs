@@ -3,7 +3,7 @@
 //! through [`encode`]: a [`Format`] and a [`Payload`] in, an [`Encoded`] body (with its
 //! content type, dtype and shape) out.
 
-use ndarray::{Array2, ArrayD, ArrayViewD, IxDyn};
+use ndarray::{Array2, ArrayD, IxDyn};
 use ndarray_npy::{WritableElement, WriteNpyExt};
 
 use super::nifti::{self, OutType};
@@ -242,38 +242,6 @@ pub fn npy_of<T: WritableElement + Clone>(a: &ArrayD<T>) -> Result<Vec<u8>, Enco
     Ok(out)
 }
 
-/// One array of an `.npz` holding several element types.
-#[derive(Debug, Clone)]
-pub enum NamedArray<'a> {
-    F32(ArrayViewD<'a, f32>),
-    U8(ArrayViewD<'a, u8>),
-    I64(ArrayViewD<'a, i64>),
-}
-
-/// NumPy `.npz` of named arrays of any of [`NamedArray`]'s element types (`<f4`, `|u1`,
-/// `<i8`), in the order given: for responses with more than an image and a mask.
-pub fn npz_named(arrays: &[(&str, NamedArray<'_>)]) -> Result<Encoded, EncodeError> {
-    let err = |e: ndarray_npy::WriteNpzError| EncodeError(e.to_string());
-    if arrays.is_empty() {
-        return Err(EncodeError("nothing to write".into()));
-    }
-    let mut w = ndarray_npy::NpzWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, a) in arrays {
-        match a {
-            NamedArray::F32(a) => w.add_array(*name, &a.as_standard_layout()),
-            NamedArray::U8(a) => w.add_array(*name, &a.as_standard_layout()),
-            NamedArray::I64(a) => w.add_array(*name, &a.as_standard_layout()),
-        }
-        .map_err(err)?;
-    }
-    Ok(Encoded {
-        body: w.finish().map_err(err)?.into_inner().into(),
-        format: Format::Npz,
-        dtype: "",
-        shape: vec![],
-    })
-}
-
 /// NumPy `.npz` (an uncompressed zip of `.npy` files, what `np.savez` writes) holding
 /// `image.npy` and/or `label.npy`. HTTP compression applies on top when the client accepts it.
 pub fn npz(
@@ -376,6 +344,16 @@ impl NpzBuilder {
             .finish()
             .map(|c| c.into_inner())
             .map_err(|e| EncodeError(e.to_string()))
+    }
+
+    /// The archive as a response body.
+    pub fn encoded(self) -> Result<Encoded, EncodeError> {
+        Ok(Encoded {
+            body: self.finish()?.into(),
+            format: Format::Npz,
+            dtype: "",
+            shape: vec![],
+        })
     }
 }
 

@@ -21,14 +21,15 @@
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use ndarray::{Array1, ArrayD, Axis, IxDyn, Slice};
+use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 use sha2::{Digest, Sha256};
 
 use super::augment::{Augment, Drawn};
+use super::patch::{PatchQuery, Patches};
 use super::{Chain2d, Pipeline, PipelineError, VolumeQuery, missing_label};
 use crate::cache::{Mask, Tensor};
 use crate::catalog::Item;
-use crate::imaging::encode::{Encoded, Format, NpzBuilder};
+use crate::imaging::encode::{Encoded, NpzBuilder};
 use crate::imaging::spatial::{self, SpatialAxes};
 use crate::metrics::Metrics;
 
@@ -130,12 +131,17 @@ pub enum BatchChain {
         query: VolumeQuery,
         augment: Augment,
     },
+    /// Segmentation patches: `query.num` patches per item sampled as the patch route does
+    /// (seed and epoch the batch's), then the item's random flip on each.
+    Patches { query: PatchQuery, augment: Augment },
 }
 
 impl BatchChain {
     fn augment(&self) -> &Augment {
         match self {
-            BatchChain::Image { augment, .. } | BatchChain::Volume { augment, .. } => augment,
+            BatchChain::Image { augment, .. }
+            | BatchChain::Volume { augment, .. }
+            | BatchChain::Patches { augment, .. } => augment,
         }
     }
 }
@@ -172,15 +178,28 @@ impl Pipeline {
                 }
             })
             .collect();
-        let (image, label) = match &req.chain {
-            BatchChain::Image { chain, .. } => (self.image_stack(req, *chain, &drawn).await?, None),
+        // Each item gives `reps` samples (its patches, or itself).
+        let (image, label, center, reps) = match &req.chain {
+            BatchChain::Image { chain, .. } => {
+                (self.image_stack(req, *chain, &drawn).await?, None, None, 1)
+            }
             BatchChain::Volume { query, .. } => {
                 let (i, l) = self.volume_stack(req, query, &drawn).await?;
-                (i, l)
+                (i, l, None, 1)
+            }
+            BatchChain::Patches { query, .. } => {
+                let (i, l, c) = self.patch_stack(req, query, &drawn).await?;
+                (i, Some(l), Some(c), query.num)
             }
         };
-        let ids: Vec<String> = req.items.iter().map(|(it, _)| it.id.clone()).collect();
-        let pad: Array1<bool> = req.items.iter().map(|(_, p)| *p).collect();
+        let repeat = |k: usize| std::iter::repeat_n(k, reps);
+        let per_sample: Vec<usize> = (0..req.items.len()).flat_map(repeat).collect();
+        let ids: Vec<String> = per_sample
+            .iter()
+            .map(|&k| req.items[k].0.id.clone())
+            .collect();
+        let pad: Array1<bool> = per_sample.iter().map(|&k| req.items[k].1).collect();
+        let drawn: Vec<Drawn> = per_sample.iter().map(|&k| drawn[k]).collect();
         let classes: Option<Array1<i64>> = match &req.chain {
             BatchChain::Image { .. } => Some(
                 req.items
@@ -188,7 +207,7 @@ impl Pipeline {
                     .map(|(it, _)| it.class.map_or(-1, |c| c as i64))
                     .collect(),
             ),
-            BatchChain::Volume { .. } => None,
+            _ => None,
         };
         let t = std::time::Instant::now();
         let encoded = self
@@ -202,6 +221,9 @@ impl Pipeline {
                 }
                 if let Some(l) = &label {
                     w.array("label", l).map_err(err)?;
+                }
+                if let Some(c) = &center {
+                    w.array("center", c).map_err(err)?;
                 }
                 let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                 w.strings("id", &id_refs).map_err(err)?;
@@ -220,12 +242,7 @@ impl Pipeline {
                         .collect();
                     w.array("rand_rotate", &a).map_err(err)?;
                 }
-                Ok(Encoded {
-                    body: w.finish().map_err(err)?.into(),
-                    format: Format::Npz,
-                    dtype: "",
-                    shape: vec![],
-                })
+                w.encoded().map_err(err)
             })
             .await?
             .map_err(PipelineError::Internal)?;
@@ -277,7 +294,7 @@ impl Pipeline {
                 ),
             });
         }
-        self.check_batch_size(req, &first, 4)?;
+        self.check_size(req, req.items.len(), &first, 4)?;
         let chains: Vec<Chain2d> = drawn.iter().map(|d| chain.with_drawn(d)).collect();
         let t = std::time::Instant::now();
         let out = self
@@ -344,7 +361,7 @@ impl Pipeline {
                 ),
             });
         }
-        self.check_batch_size(req, &first, 4 + if with_label { 1 } else { 0 })?;
+        self.check_size(req, req.items.len(), &first, 4 + u64::from(with_label))?;
         let flips: Vec<SpatialAxes> = drawn.iter().map(|d| d.flip_axes()).collect();
         let t = std::time::Instant::now();
         let out = self
@@ -415,6 +432,11 @@ impl Pipeline {
                         .volume_item(it, query.clone(), it.label.is_some())
                         .await
                         .map(drop),
+                    BatchChain::Patches { query, .. } => {
+                        Box::pin(this.patches(it, query, &next.dataset, &next.split))
+                            .await
+                            .map(drop)
+                    }
                 };
                 if warmed.is_err() {
                     return;
@@ -424,23 +446,116 @@ impl Pipeline {
         });
     }
 
-    /// A batch is built whole in memory: bounded by `--max-output-mb` as one array is.
-    fn check_batch_size(
+    /// Each item's patches (sampled as the patch route samples them; the index lists cached
+    /// per item), then the item's drawn flip on each patch, stacked item after item.
+    async fn patch_stack(
         &self,
         req: &BatchRequest,
+        query: &PatchQuery,
+        drawn: &[Drawn],
+    ) -> Result<(ArrayD<f32>, ArrayD<u8>, Array2<i64>), PipelineError> {
+        if let Some((it, _)) = req.items.iter().find(|(it, _)| it.label.is_none()) {
+            return Err(missing_label(it));
+        }
+        let parts: Vec<Patches> = futures::stream::iter(req.items.clone())
+            .map(|(it, _)| {
+                let (this, query) = (self.clone(), query.clone());
+                let (ds, sp) = (req.dataset.clone(), req.split.clone());
+                async move { Box::pin(this.patches(&it, &query, &ds, &sp)).await }
+            })
+            .buffered(in_flight(self.pool.workers()))
+            .try_collect()
+            .await?;
+        let first = parts[0].image.shape()[1..].to_vec();
+        if let Some((i, p)) = parts
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.image.shape()[1..] != first[..])
+        {
+            return Err(PipelineError::Undecodable {
+                key: req.items[i].0.image.key.clone(),
+                message: format!(
+                    "its patches have shape {:?} and the batch's first item's {:?} (a patch side \
+                     larger than a grid takes the whole axis): a batch stacks equal shapes; ask \
+                     for a smaller patch or one grid with size=X,Y,Z",
+                    &p.image.shape()[1..],
+                    first
+                ),
+            });
+        }
+        let samples = req.items.len() * query.num;
+        let per_sample: Vec<usize> = first.iter().copied().collect();
+        self.check_size(req, samples, &per_sample, 5)?;
+        let flips: Vec<SpatialAxes> = drawn.iter().map(|d| d.flip_axes()).collect();
+        let t = std::time::Instant::now();
+        let out = self
+            .pool
+            .run(move || {
+                let flipped = |a: ArrayViewD<'_, f32>, f: SpatialAxes| {
+                    if f.is_empty() {
+                        a.to_owned()
+                    } else {
+                        spatial::flip(a, f)
+                    }
+                };
+                let flipped8 = |a: ArrayViewD<'_, u8>, f: SpatialAxes| {
+                    if f.is_empty() {
+                        a.to_owned()
+                    } else {
+                        spatial::flip(a, f)
+                    }
+                };
+                let image: Vec<ArrayD<f32>> = parts
+                    .iter()
+                    .zip(&flips)
+                    .flat_map(|(p, f)| {
+                        p.image
+                            .outer_iter()
+                            .map(|a| flipped(a, *f))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let label: Vec<ArrayD<u8>> = parts
+                    .iter()
+                    .zip(&flips)
+                    .flat_map(|(p, f)| {
+                        p.label
+                            .outer_iter()
+                            .map(|a| flipped8(a, *f))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let views: Vec<_> = image.iter().map(|a| a.view()).collect();
+                let image = ndarray::stack(Axis(0), &views).expect("equal shapes, checked");
+                let views: Vec<_> = label.iter().map(|a| a.view()).collect();
+                let label = ndarray::stack(Axis(0), &views).expect("equal shapes, checked");
+                let centers: Vec<_> = parts.iter().map(|p| p.center.view()).collect();
+                let center = ndarray::concatenate(Axis(0), &centers).expect("(num, 3) each");
+                (image, label, center)
+            })
+            .await?;
+        Metrics::time(&self.metrics.transform_us, t);
+        Ok(out)
+    }
+
+    /// A batch is built whole in memory: bounded by `--max-output-mb` as one array is.
+    fn check_size(
+        &self,
+        req: &BatchRequest,
+        samples: usize,
         item_shape: &[usize],
         bytes_per_value: u64,
     ) -> Result<(), PipelineError> {
         let per_item = item_shape.iter().map(|&d| d as u64).product::<u64>() * bytes_per_value;
-        let bytes = per_item * req.items.len() as u64;
+        let bytes = per_item * samples as u64;
         if bytes > self.limits.max_output_bytes {
             return Err(PipelineError::TooLarge {
                 key: req.items[0].0.image.key.clone(),
                 message: format!(
-                    "a batch of {} items of shape {:?} would be {} MiB and this server sends at \
-                     most {} MiB per response (--max-output-mb); ask for a smaller batch_size \
-                     or size",
-                    req.items.len(),
+                    "a batch of {} samples of shape {:?} would be {} MiB and this server sends \
+                     at most {} MiB per response (--max-output-mb); ask for a smaller \
+                     batch_size or size",
+                    samples,
                     item_shape,
                     bytes.div_ceil(1 << 20),
                     self.limits.max_output_bytes >> 20

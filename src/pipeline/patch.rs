@@ -28,7 +28,7 @@ use super::{Chain3d, Pipeline, PipelineError, missing_label};
 use crate::cache::{CacheKey, Canonical, Key, Stage};
 use crate::catalog::Item;
 use crate::imaging::ResizeMode;
-use crate::imaging::encode::{self, Encoded, NamedArray};
+use crate::imaging::encode::{Encoded, NpzBuilder};
 use crate::imaging::patch::{self, FgBgIndices};
 use crate::imaging::volume::LabelSelect;
 use crate::metrics::Metrics;
@@ -237,11 +237,11 @@ impl Pipeline {
         let encoded = self
             .pool
             .run(move || {
-                encode::npz_named(&[
-                    ("image", NamedArray::F32(out.image.view())),
-                    ("label", NamedArray::U8(out.label.view())),
-                    ("center", NamedArray::I64(out.center.view().into_dyn())),
-                ])
+                let mut w = NpzBuilder::new();
+                w.array("image", &out.image)?;
+                w.array("label", &out.label)?;
+                w.array("center", &out.center)?;
+                w.encoded()
             })
             .await?
             .map_err(|e| PipelineError::Internal(e.to_string()))?;
