@@ -446,3 +446,20 @@ async fn segmentation_batches_of_patches() {
     let p = assert_problem(&r, 400, "invalid-parameter");
     assert_eq!(p["parameter"], "patch");
 }
+
+/// A batch past `--max-output-mb` is 422 after one item, never computed (or held) whole.
+#[tokio::test]
+async fn a_batch_is_bounded_before_it_is_computed() {
+    let limits = medserve::config::Limits {
+        max_output_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let (app, state) = common::app_with_limits(limits);
+    let r = get(&app, &format!("{MEDMNIST}/batches/0?batch_size=300&size=32,32")).await;
+    let p = assert_problem(&r, 422, "object-too-large");
+    assert!(p.to_string().contains("--max-output-mb"), "{p}");
+    let transforms = state.metrics.transforms.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(transforms, 1, "only the first item was transformed");
+    let r = get(&app, &format!("{MEDMNIST}/batches/0?batch_size=200&size=32,32")).await;
+    assert_eq!(r.status, 200);
+}

@@ -266,6 +266,9 @@ impl Pipeline {
         } else {
             chain
         };
+        // The first item's shape bounds the batch before the others are computed (and held).
+        let one = self.transformed(&req.items[0].0, base).await?;
+        self.check_size(req, req.items.len(), one.data.shape(), 4)?;
         // Owned items and a cloned handle: the futures are 'static, as `buffered` needs.
         let tensors: Vec<Arc<Tensor>> = futures::stream::iter(req.items.clone())
             .map(|(it, _)| {
@@ -294,7 +297,6 @@ impl Pipeline {
                 ),
             });
         }
-        self.check_size(req, req.items.len(), &first, 4)?;
         let chains: Vec<Chain2d> = drawn.iter().map(|d| chain.with_drawn(d)).collect();
         let t = std::time::Instant::now();
         let out = self
@@ -335,6 +337,9 @@ impl Pipeline {
             return Err(missing_label(it));
         }
         let with_label = labelled != 0;
+        let per_value = 4 + u64::from(with_label);
+        let (one, _) = Box::pin(self.volume_item(&req.items[0].0, query.clone(), with_label)).await?;
+        self.check_size(req, req.items.len(), one.data.shape(), per_value)?;
         let parts: Vec<(Arc<Tensor>, Option<Arc<Mask>>)> = futures::stream::iter(req.items.clone())
             .map(|(it, _)| {
                 let (this, query) = (self.clone(), query.clone());
@@ -361,7 +366,6 @@ impl Pipeline {
                 ),
             });
         }
-        self.check_size(req, req.items.len(), &first, 4 + u64::from(with_label))?;
         let flips: Vec<SpatialAxes> = drawn.iter().map(|d| d.flip_axes()).collect();
         let t = std::time::Instant::now();
         let out = self
@@ -457,6 +461,9 @@ impl Pipeline {
         if let Some((it, _)) = req.items.iter().find(|(it, _)| it.label.is_none()) {
             return Err(missing_label(it));
         }
+        // Bounded before anything is computed: the patch (capped by the grid) bounds each.
+        let samples = req.items.len() * query.num;
+        self.check_size(req, samples, &query.patch, 5)?;
         let parts: Vec<Patches> = futures::stream::iter(req.items.clone())
             .map(|(it, _)| {
                 let (this, query) = (self.clone(), query.clone());
@@ -483,9 +490,7 @@ impl Pipeline {
                 ),
             });
         }
-        let samples = req.items.len() * query.num;
-        let per_sample: Vec<usize> = first.iter().copied().collect();
-        self.check_size(req, samples, &per_sample, 5)?;
+        self.check_size(req, samples, &first, 5)?;
         let flips: Vec<SpatialAxes> = drawn.iter().map(|d| d.flip_axes()).collect();
         let t = std::time::Instant::now();
         let out = self
