@@ -1,0 +1,126 @@
+"""Fixtures: the real medserve binary serving its sample data, and the batch routes.
+
+``MEDSERVE_URL`` names a running medserve serving ``medserve sample-data`` (what
+scripts/check-client.sh starts); without it this starts ``MEDSERVE_BIN`` (default: the
+repository's target/debug/medserve) itself on a free 127.0.0.1 port.
+
+The batch routes (``.../batches``, ``.../batch``) are the binary's own when it has them;
+while it answers them with 404 ``route-not-found`` the tests use ``batch_shim.Shim`` in front
+of it, unless ``MEDSERVE_REQUIRE_BATCH_ROUTES=1`` (check-client.sh sets it once openapi.yaml
+declares the routes), which makes that an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import urllib3
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE))
+
+from batch_shim import Shim  # noqa: E402
+
+BATCH_ROUTES = {"kind": None}
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="session")
+def medserve_bin():
+    return os.environ.get("MEDSERVE_BIN", str(REPO / "target" / "debug" / "medserve"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, medserve_bin):
+    """The sample data the server serves (MEDSERVE_DATA, or written here)."""
+    if os.environ.get("MEDSERVE_DATA"):
+        return pathlib.Path(os.environ["MEDSERVE_DATA"])
+    data = tmp_path_factory.mktemp("sample") / "data"
+    subprocess.run([medserve_bin, "sample-data", str(data)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return data
+
+
+def start_medserve(binary, data, log_path, *flags):
+    """Starts `binary serve` on a free port; returns (process, url) once /readyz answers."""
+    port = _free_port()
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data", str(data), *flags],
+        stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if urllib3.request("GET", url + "/readyz", retries=False).status == 200:
+                return proc, url
+        except urllib3.exceptions.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    stop(proc)
+    raise RuntimeError(f"{binary} serve did not become ready: {pathlib.Path(log_path).read_text()}")
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def medserve_url(tmp_path_factory, medserve_bin, data_dir):
+    url = os.environ.get("MEDSERVE_URL")
+    if url:
+        yield url.rstrip("/")
+        return
+    proc, url = start_medserve(medserve_bin, data_dir,
+                               tmp_path_factory.mktemp("log") / "server.log")
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def url(medserve_url):
+    """Where the tests send every request: medserve itself when it has the batch routes,
+    else the shim in front of it."""
+    r = urllib3.request(
+        "GET", medserve_url + "/v1/datasets/medmnist/splits/train/batches?batch_size=2",
+        retries=False)
+    if r.status == 200:
+        BATCH_ROUTES["kind"] = "medserve"
+        yield medserve_url
+        return
+    code = (json.loads(r.data) if r.data.startswith(b"{") else {}).get("code")
+    if os.environ.get("MEDSERVE_REQUIRE_BATCH_ROUTES") == "1":
+        pytest.fail(f"medserve has no batch routes (GET .../batches answered {r.status} {code}) "
+                    "though MEDSERVE_REQUIRE_BATCH_ROUTES=1")
+    assert r.status == 404 and code == "route-not-found", (r.status, r.data[:300])
+    BATCH_ROUTES["kind"] = "shim (tests/batch_shim.py in front of medserve)"
+    shim = Shim(medserve_url).start()
+    yield shim.url
+    shim.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if BATCH_ROUTES["kind"]:
+        terminalreporter.write_line(f"batch routes served by: {BATCH_ROUTES['kind']}")
