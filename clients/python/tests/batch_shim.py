@@ -6,7 +6,8 @@ and arrays:
 
 * ``GET .../splits/{split}/batches``: the plan;
 * ``GET .../splits/{split}/batches/{b}``: one rank's batch as npz;
-* ``POST .../splits/{split}/batch`` with ``{"ids": [...]}``: named items as npz.
+* ``POST .../splits/{split}/batch`` with ``{"ids": [...]}``: named items as npz;
+* ``GET .../items/{item}/image`` with random parameters (``rand_flip``, ...; else forwarded).
 
 Its order is a Fisher-Yates shuffle driven by SHA-256 (a pure function of seed, epoch and N,
 listing order without a seed), not necessarily the server's bits; the tests only rely on the
@@ -25,7 +26,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import numpy as np
 import urllib3
@@ -33,6 +34,7 @@ import urllib3
 BATCH_KEYS = {"batch_size", "seed", "epoch", "rank", "world_size", "drop_last", "class"}
 RANDOM_KEYS = {"rand_flip", "rand_flip_axis", "rand_rotate", "rand_rotate_prob"}
 SPLIT_RE = re.compile(r"^/v1/datasets/([^/]+)/splits/([^/]+)/(batches|batches/([^/]+)|batch)$")
+IMAGE_RE = re.compile(r"^/v1/datasets/([^/]+)/splits/([^/]+)/items/([^/]+)/image$")
 
 
 class Problem(Exception):
@@ -186,34 +188,58 @@ class Shim:
         return self.assemble(ds, split, [listed[i] for i in ids], [False] * len(ids), q, seed,
                              _int(q, "epoch", 0), headers)
 
+    @staticmethod
+    def draw(rand, seed, epoch, ds, split, item) -> Tuple[Dict[str, str], Optional[bool], Optional[float]]:
+        """The deterministic parameters the random ones drew for one item, and the draws
+        (None: not asked for; NaN angle: not fired)."""
+        if rand and seed is None:
+            raise Problem(400, "invalid-parameter", "random parameters need 'seed'",
+                          parameter="seed")
+        p: Dict[str, str] = {}
+        flip = angle = None
+        if "rand_flip" in rand:
+            flip = unit(seed, epoch, ds, split, item, "rand_flip", 0) < float(rand["rand_flip"])
+            if flip:
+                p["flip"] = rand.get("rand_flip_axis", "all")
+        if "rand_rotate" in rand:
+            r = float(rand["rand_rotate"])
+            fired = (unit(seed, epoch, ds, split, item, "rand_rotate", 0)
+                     < float(rand.get("rand_rotate_prob", 0.1)))
+            angle = -r + 2 * r * unit(seed, epoch, ds, split, item, "rand_rotate", 1)
+            if fired:
+                p["rotate"] = repr(angle)
+            else:
+                angle = math.nan
+        return p, flip, angle
+
+    def image(self, ds, split, item, q, headers):
+        """The image route with random parameters: drawn here, applied by medserve."""
+        rand = {k: v for k, v in q.items() if k in RANDOM_KEYS}
+        seed = _int(q, "seed", None)
+        epoch = _int(q, "epoch", 0)
+        params = {k: v for k, v in q.items() if k not in RANDOM_KEYS | {"seed", "epoch"}}
+        drawn, _, _ = self.draw(rand, seed, epoch, ds, split, unquote(item))
+        r = self.get(f"/v1/datasets/{ds}/splits/{split}/items/{item}/image", {**params, **drawn},
+                     headers)
+        augment = ";".join(f"{k}={v}" for k, v in drawn.items()) or "none"
+        return r, augment
+
     def assemble(self, ds, split, items, pads, q, seed, epoch, headers) -> bytes:
         params = {k: v for k, v in q.items() if k not in BATCH_KEYS and k not in RANDOM_KEYS}
         rand = {k: v for k, v in q.items() if k in RANDOM_KEYS}
         if rand and seed is None:
             raise Problem(400, "invalid-parameter", "random parameters need 'seed'",
                           parameter="seed")
-        flip_p = float(rand["rand_flip"]) if "rand_flip" in rand else None
-        flip_axes = rand.get("rand_flip_axis", "all")
-        rot = float(rand["rand_rotate"]) if "rand_rotate" in rand else None
-        rot_p = float(rand.get("rand_rotate_prob", 0.1))
         detail = json.loads(self.get(f"/v1/datasets/{ds}", None, headers).data)
         classes = [c["name"] for c in detail.get("classes") or []]
         images, labels, flips, angles = [], [], [], []
         for it in items:
             path = f"/v1/datasets/{ds}/splits/{split}/items/{quote(it['id'], safe='~')}"
             if detail["kind"] == "classification":
-                p = dict(params, format="npy")
-                if flip_p is not None:
-                    fired = unit(seed, epoch, ds, split, it["id"], "rand_flip", 0) < flip_p
-                    flips.append(fired)
-                    if fired:
-                        p["flip"] = flip_axes
-                if rot is not None:
-                    fired = unit(seed, epoch, ds, split, it["id"], "rand_rotate", 0) < rot_p
-                    angle = -rot + 2 * rot * unit(seed, epoch, ds, split, it["id"], "rand_rotate", 1)
-                    angles.append(angle if fired else math.nan)
-                    if fired:
-                        p["rotate"] = repr(angle)
+                drawn, flip, angle = self.draw(rand, seed, epoch, ds, split, it["id"])
+                p = dict(params, format="npy", **drawn)
+                flips.append(flip)
+                angles.append(angle)
                 images.append(np.load(io.BytesIO(self.get(path + "/image", p, headers).data)))
                 labels.append(classes.index(it["class"]))
             else:
@@ -229,9 +255,9 @@ class Shim:
                             else np.stack(labels).astype(np.uint8)),
                   "id": np.array([it["id"] for it in items], dtype=str),
                   "pad": np.array(pads, dtype=bool)}
-        if flip_p is not None:
+        if "rand_flip" in rand:
             arrays["rand_flip"] = np.array(flips, dtype=bool)
-        if rot is not None:
+        if "rand_rotate" in rand:
             arrays["rand_rotate"] = np.array(angles, dtype=np.float64)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -261,6 +287,20 @@ class Shim:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fwd = {k: v for k, v in self.headers.items()
                        if k.lower() in ("authorization", "accept", "content-type")}
+                q = dict(parse_qsl(query, keep_blank_values=True))
+                im = IMAGE_RE.match(path)
+                if im and self.command == "GET" and RANDOM_KEYS & set(q):
+                    try:
+                        r, augment = shim.image(*im.groups(), q, fwd)
+                        keep = [(k, v) for k, v in r.headers.items()
+                                if k.lower() in ("etag", "x-shape", "x-dtype")]
+                        self._send(200, r.data, r.headers["Content-Type"],
+                                   keep + [("X-Augment", augment)])
+                    except Problem as p:
+                        self._send(p.status, p.body(), "application/problem+json")
+                    except Upstream as u:
+                        self._send(u.r.status, u.r.data, u.r.headers.get("Content-Type", ""))
+                    return
                 m = SPLIT_RE.match(path)
                 if not m:  # everything else is the real server's
                     r = shim.http.request(self.command, shim.upstream + self.path, body=body or None,
@@ -271,7 +311,6 @@ class Shim:
                     self._send(r.status, r.data, r.headers.get("Content-Type", ""), keep)
                     return
                 ds, split, route, b = m.group(1), m.group(2), m.group(3), m.group(4)
-                q = dict(parse_qsl(query, keep_blank_values=True))
                 try:
                     if route == "batches" and self.command == "GET":
                         plan, _ = shim.plan(ds, split, q, fwd)
