@@ -137,8 +137,13 @@ pub fn parse_decimal(v: &str, max_abs: f64) -> Option<f64> {
 /// `flip=`: MONAI `Flip(spatial_axis=...)` on a `rank`-D image: `all` (MONAI's `None`) or a
 /// comma list of distinct spatial axes `0..rank`, in any order (a flip's meaning is the set).
 pub fn parse_flip(p: &Params, rank: usize) -> Result<SpatialAxes, AppError> {
-    let Some(v) = p.get("flip") else {
-        return Ok(SpatialAxes::NONE);
+    parse_axes(p, "flip", rank).map(|a| a.unwrap_or(SpatialAxes::NONE))
+}
+
+/// A spatial-axis list parameter (`flip`, `rand_flip_axis`): `all` or distinct axes `0..rank`.
+pub fn parse_axes(p: &Params, name: &str, rank: usize) -> Result<Option<SpatialAxes>, AppError> {
+    let Some(v) = p.get(name) else {
+        return Ok(None);
     };
     let allowed = || {
         let axes = (0..rank).map(|k| k.to_string()).collect::<Vec<_>>();
@@ -149,7 +154,7 @@ pub fn parse_flip(p: &Params, rank: usize) -> Result<SpatialAxes, AppError> {
         )
     };
     if v == "all" {
-        return Ok(SpatialAxes::all(rank));
+        return Ok(Some(SpatialAxes::all(rank)));
     }
     let mut axes = SpatialAxes::NONE;
     for t in v.split(',') {
@@ -157,7 +162,7 @@ pub fn parse_flip(p: &Params, rank: usize) -> Result<SpatialAxes, AppError> {
             [d @ b'0'..=b'9'] if usize::from(d - b'0') < rank => usize::from(d - b'0'),
             _ => {
                 return Err(AppError::param_allowed(
-                    "flip",
+                    name,
                     format!("'{t}' is not a spatial axis of this {rank}D image"),
                     allowed(),
                 ));
@@ -165,13 +170,13 @@ pub fn parse_flip(p: &Params, rank: usize) -> Result<SpatialAxes, AppError> {
         };
         if !axes.insert(k) {
             return Err(AppError::param_allowed(
-                "flip",
+                name,
                 format!("axis {k} is given twice"),
                 allowed(),
             ));
         }
     }
-    Ok(axes)
+    Ok(Some(axes))
 }
 
 /// Largest `|rotate|` in radians: far past any useful turn, well inside what `sin`/`cos` and

@@ -1,15 +1,18 @@
 //! `GET .../items/{item}/image`: a classification image through the seed's MONAI chain
-//! (`LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`), as PNG, f32 or npy.
+//! (`LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`), then `Flip`/`Rotate` given
+//! or drawn by `RandFlip`/`RandRotate`, as PNG, f32 or npy.
 
 use axum::extract::State;
 use axum::response::Response;
 
+use super::augment::parse_augment;
 use super::extract::{Params, parse_digits, parse_flip, parse_rotate};
 use super::item::{Images, ItemRequest, QueryContext, RouteQuery};
 use super::response::{self, ARRAY_FORMATS};
 use crate::error::AppError;
 use crate::imaging::encode::Format;
 use crate::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode};
+use crate::pipeline::augment::Augment;
 use crate::pipeline::image::image_etag;
 use crate::pipeline::{Chain2d, Scale};
 use crate::state::AppState;
@@ -40,11 +43,26 @@ fn parse_size(v: &str, max: usize) -> Result<(usize, usize), AppError> {
 pub struct ImageQuery {
     pub chain: Chain2d,
     pub format: Format,
+    /// Random transforms, resolved per item into the chain's `flip`/`rotate`.
+    pub augment: Augment,
 }
 
 impl RouteQuery for ImageQuery {
     const PARAMS: &'static [&'static str] = &[
-        "size", "mode", "scale", "channels", "palette", "format", "flip", "rotate",
+        "size",
+        "mode",
+        "scale",
+        "channels",
+        "palette",
+        "format",
+        "flip",
+        "rotate",
+        "rand_flip",
+        "rand_flip_axis",
+        "rand_rotate",
+        "rand_rotate_prob",
+        "seed",
+        "epoch",
     ];
 
     fn parse(p: &Params, cx: &QueryContext<'_>) -> Result<Self, AppError> {
@@ -86,6 +104,7 @@ impl RouteQuery for ImageQuery {
         // Axes and angles of the array MONAI holds, `(C, W, H)`: axis 0 is the width.
         let flip = parse_flip(p, 2)?;
         let rotate = parse_rotate(p)?;
+        let augment = parse_augment(p, 2)?;
         let explicit = match p.get("format") {
             None => None,
             Some(_) => Some(p.choice("format", Format::Png, &Format::choices(&ARRAY_FORMATS))?),
@@ -103,7 +122,11 @@ impl RouteQuery for ImageQuery {
             rotate,
         };
         let format = response::negotiate(explicit, cx.headers)?;
-        Ok(ImageQuery { chain, format })
+        Ok(ImageQuery {
+            chain,
+            format,
+            augment,
+        })
     }
 }
 
@@ -112,13 +135,20 @@ pub async fn get_image(
     State(state): State<AppState>,
     req: ItemRequest<ImageQuery, Images>,
 ) -> Result<Response, AppError> {
-    let ImageQuery { chain, format } = req.query;
+    let ImageQuery {
+        chain,
+        format,
+        augment,
+    } = req.query;
     let it = req.item.item();
+    let drawn = (!augment.is_empty()).then(|| req.item.draw(&augment));
+    let chain = drawn.map_or(chain, |d| chain.with_drawn(&d));
     let etag = image_etag(it, chain, format);
-    response::conditional(&req.headers, &etag, &it.id, async {
+    let resp = response::conditional(&req.headers, &etag, &it.id, async {
         state.pipeline.image(it, chain, format).await
     })
-    .await
+    .await?;
+    Ok(response::with_augment(resp, drawn.map(|d| d.header(2))))
 }
 
 #[cfg(test)]

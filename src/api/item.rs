@@ -15,6 +15,7 @@ use super::extract::{Params, Path, RawPairs};
 use crate::catalog::{Dataset, Item, Kind, Snapshot, Split};
 use crate::config::Limits;
 use crate::error::AppError;
+use crate::pipeline::augment::{Augment, Drawn};
 use crate::state::AppState;
 
 /// What a route's query parser may look at besides the query.
@@ -131,6 +132,11 @@ impl ItemRef {
     /// The item.
     pub fn item(&self) -> &Item {
         &self.split().items[self.item]
+    }
+
+    /// What `augment`'s random transforms draw for this item.
+    pub fn draw(&self, augment: &Augment) -> Drawn {
+        augment.draw(&self.dataset, &self.split().name, &self.item().id)
     }
 }
 

@@ -17,11 +17,13 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::CorsOrigins;
 use crate::error::AppError;
-use crate::pipeline::{SliceQuery, VolumeQuery};
+use crate::pipeline::SliceQuery;
 use crate::state::AppState;
 use images::ImageQuery;
 use item::RouteQuery;
+use volumes::query::VolumeRequest;
 
+pub mod augment;
 pub mod datasets;
 pub mod extract;
 pub mod images;
@@ -115,7 +117,7 @@ pub fn routes() -> Vec<Route> {
         table.push(q(
             path,
             Method::GET,
-            VolumeQuery::PARAMS,
+            VolumeRequest::PARAMS,
             get(volumes::get_volume),
         ));
     }
@@ -200,6 +202,7 @@ fn cors_layer(cors: &CorsOrigins) -> CorsLayer {
             header::CONTENT_DISPOSITION,
             response::X_SHAPE,
             response::X_DTYPE,
+            response::X_AUGMENT,
             HeaderName::from_static("x-request-id"),
         ])
         .max_age(Duration::from_secs(3600))

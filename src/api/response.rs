@@ -11,6 +11,18 @@ use crate::error::AppError;
 use crate::imaging::encode::{Encoded, Format};
 use crate::pipeline::PipelineError;
 
+/// `X-Augment`: what a request's random transforms drew, as the deterministic parameters that
+/// replay them (`flip=all;rotate=-0.81...`, or `none`).
+pub const X_AUGMENT: HeaderName = HeaderName::from_static("x-augment");
+
+/// Adds `X-Augment` when the request had random transforms.
+pub fn with_augment(mut resp: Response, drawn: Option<String>) -> Response {
+    if let Some(v) = drawn.and_then(|d| HeaderValue::from_str(&d).ok()) {
+        resp.headers_mut().insert(X_AUGMENT, v);
+    }
+    resp
+}
+
 /// `X-Shape`: the array's shape, comma-separated.
 pub const X_SHAPE: HeaderName = HeaderName::from_static("x-shape");
 /// `X-Dtype`: the element type of the body.

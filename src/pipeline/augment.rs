@@ -228,7 +228,11 @@ mod tests {
             assert!(a.abs() < 0.5);
             let h = aug.draw("d", "s", &i.to_string()).header(2);
             let text = h.strip_prefix("flip=all;rotate=").unwrap();
-            assert_eq!(text.parse::<f64>().unwrap(), a, "the header reads back exactly");
+            assert_eq!(
+                text.parse::<f64>().unwrap(),
+                a,
+                "the header reads back exactly"
+            );
         }
         assert_eq!(Drawn::default().header(2), "none");
     }

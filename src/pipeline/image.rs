@@ -1,11 +1,13 @@
 //! The 2D chain of the seed: `LoadImage -> EnsureChannelFirst -> Resize -> ScaleIntensity`,
-//! then the deterministic `Flip` and `Rotate` when asked for, then the response's encoding. Decoded images and transformed arrays are cached separately,
-//! so every chain over one image decodes it once.
+//! then `Flip` and `Rotate` when asked for (given, or drawn by their random twins: see
+//! `augment.rs`), then the response's encoding. Decoded images and transformed arrays are
+//! cached separately, so every chain over one image decodes it once.
 
 use std::sync::Arc;
 
 use ndarray::{ArrayD, Ix3, IxDyn};
 
+use super::augment::Drawn;
 use super::{Pipeline, PipelineError};
 use crate::cache::{Canonical, Key, Stage, Tensor};
 use crate::catalog::Item;
@@ -79,6 +81,18 @@ impl Chain2d {
             imaging::intensity::scale_minmax(&mut out);
         }
         self.apply_spatial(out)
+    }
+
+    /// The chain with what the random transforms drew for one item as its `Flip` and
+    /// `Rotate` (a random transform and its deterministic twin are never both asked for).
+    pub fn with_drawn(mut self, d: &Drawn) -> Chain2d {
+        if let Some(f) = d.flip {
+            self.flip = f.unwrap_or(SpatialAxes::NONE);
+        }
+        if let Some(r) = d.rotate {
+            self.rotate = r;
+        }
+        self
     }
 
     /// `Flip` then `Rotate`, on the array as MONAI holds it (`(C, W, H)`: the transpose of

@@ -9,8 +9,9 @@ use axum::response::Response;
 use super::item::{ItemRequest, Volumes};
 use super::response;
 use crate::error::AppError;
-use crate::pipeline::{SliceQuery, VolumePart, VolumeQuery};
+use crate::pipeline::{SliceQuery, VolumePart};
 use crate::state::AppState;
+use query::VolumeRequest;
 
 pub mod query;
 
@@ -34,18 +35,24 @@ pub async fn get_slice(
 /// `GET .../items/{item}/volume` and its `.nii.gz`, `.nii`, `.npy`, `.npz` aliases.
 pub async fn get_volume(
     State(state): State<AppState>,
-    req: ItemRequest<VolumeQuery, Volumes>,
+    req: ItemRequest<VolumeRequest, Volumes>,
 ) -> Result<Response, AppError> {
     let it = req.item.item();
-    let part = match req.query.part {
+    let VolumeRequest { mut query, augment } = req.query;
+    let drawn = (!augment.is_empty()).then(|| req.item.draw(&augment));
+    if let Some(d) = &drawn {
+        query.chain.flip = d.flip_axes();
+    }
+    let part = match query.part {
         VolumePart::Image => "",
         VolumePart::Label => "_label",
         VolumePart::Both => "_both",
     };
     let stem = format!("{}{part}", it.id);
-    let prepared = state.pipeline.prepare_volume(it, req.query).await?;
-    response::conditional(&req.headers, &prepared.etag(), &stem, async {
+    let prepared = state.pipeline.prepare_volume(it, query).await?;
+    let resp = response::conditional(&req.headers, &prepared.etag(), &stem, async {
         state.pipeline.volume_response(prepared).await
     })
-    .await
+    .await?;
+    Ok(response::with_augment(resp, drawn.map(|d| d.header(3))))
 }

@@ -4,10 +4,12 @@
 use super::super::extract::{Params, parse_decimal, parse_digits, parse_flip};
 use super::super::item::{QueryContext, RouteQuery};
 use super::super::response::{self, ARRAY_FORMATS};
+use crate::api::augment::parse_augment;
 use crate::error::AppError;
 use crate::imaging::ResizeMode;
 use crate::imaging::encode::Format;
 use crate::imaging::volume::{LabelSelect, Plane, RangeScale};
+use crate::pipeline::augment::Augment;
 use crate::pipeline::{AxisSel, Chain3d, SlicePart, SliceQuery, VolumePart, VolumeQuery, Window};
 
 /// Named CT windows `(center, width)` in HU, as radiology workstations ship them.
@@ -225,10 +227,33 @@ const VOLUME_FORMATS: [Format; 5] = [
     Format::NiiGz,
 ];
 
-impl RouteQuery for VolumeQuery {
+/// The volume route's query: the volume request and its random transforms (resolved per item
+/// into the chain's flip before the request is named).
+#[derive(Debug, Clone)]
+pub struct VolumeRequest {
+    pub query: VolumeQuery,
+    pub augment: Augment,
+}
+
+impl RouteQuery for VolumeRequest {
     const PARAMS: &'static [&'static str] = &[
-        "size", "mode", "a_min", "a_max", "b_min", "b_max", "clip", "scale", "part", "format",
-        "labels", "binary", "flip",
+        "size",
+        "mode",
+        "a_min",
+        "a_max",
+        "b_min",
+        "b_max",
+        "clip",
+        "scale",
+        "part",
+        "format",
+        "labels",
+        "binary",
+        "flip",
+        "rand_flip",
+        "rand_flip_axis",
+        "seed",
+        "epoch",
     ];
 
     /// The `.nii.gz`/`.nii`/`.npy`/`.npz` alias routes fix the format by their extension.
@@ -237,7 +262,10 @@ impl RouteQuery for VolumeQuery {
         let fixed = last
             .strip_prefix("volume.")
             .and_then(|ext| VOLUME_FORMATS.into_iter().find(|f| f.name() == ext));
-        parse_volume(p, cx, fixed)
+        Ok(VolumeRequest {
+            query: parse_volume(p, cx, fixed)?,
+            augment: parse_augment(p, 3)?,
+        })
     }
 }
 
