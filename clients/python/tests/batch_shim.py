@@ -7,13 +7,15 @@ and arrays:
 * ``GET .../splits/{split}/batches``: the plan;
 * ``GET .../splits/{split}/batches/{b}``: one rank's batch as npz;
 * ``POST .../splits/{split}/batch`` with ``{"ids": [...]}``: named items as npz;
-* ``GET .../items/{item}/image`` with random parameters (``rand_flip``, ...; else forwarded).
+* ``GET .../items/{item}/image`` with random parameters (``rand_flip``, ...), only while the
+  binary refuses them (they landed before the batch routes); else forwarded.
 
 Its order is a Fisher-Yates shuffle driven by SHA-256 (a pure function of seed, epoch and N,
 listing order without a seed), not necessarily the server's bits; the tests only rely on the
 contract's properties. Random transforms draw exactly as ``src/pipeline/augment.rs``
-documents (version 1) and are applied through the image route's deterministic ``flip`` and
-``rotate``. conftest.py uses it only when the binary answers the plan route with 404.
+documents (version 1) and are applied through the item routes' deterministic ``flip`` and
+``rotate``: comparing its batches with the image route's own random parameters
+(test_item_dataset_draws_as_the_batches) checks the two agree. conftest.py uses it only when the binary answers the plan route with 404.
 """
 
 from __future__ import annotations
@@ -103,6 +105,17 @@ class Shim:
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._upstream_draws: Optional[bool] = None
+
+    def upstream_draws(self, path_and_query: str, headers) -> bool:
+        """Whether medserve's image route takes the random parameters itself (it does from
+        the commit that added them): asked once, with the first such request."""
+        if self._upstream_draws is None:
+            r = self.http.request("GET", self.upstream + path_and_query, headers=headers)
+            refused = r.status == 400 and r.data.startswith(b"{") and (
+                json.loads(r.data).get("parameter") in RANDOM_KEYS | {"seed", "epoch"})
+            self._upstream_draws = not refused
+        return self._upstream_draws
 
     def start(self) -> "Shim":
         self.thread.start()
@@ -243,11 +256,13 @@ class Shim:
                 images.append(np.load(io.BytesIO(self.get(path + "/image", p, headers).data)))
                 labels.append(classes.index(it["class"]))
             else:
-                if rand:
-                    raise Problem(400, "invalid-parameter", "the shim draws no random volume "
-                                  "transforms", parameter=next(iter(rand)))
+                if {"rand_rotate", "rand_rotate_prob"} & set(rand):
+                    raise Problem(400, "invalid-parameter", "volumes take no rand_rotate",
+                                  parameter="rand_rotate")
+                drawn, flip, _ = self.draw(rand, seed, epoch, ds, split, it["id"])
+                flips.append(flip)
                 z = np.load(io.BytesIO(self.get(path + "/volume.npz",
-                                                dict(params, part="both"), headers).data))
+                                                dict(params, part="both", **drawn), headers).data))
                 images.append(z["image"])
                 labels.append(z["label"])
         arrays = {"image": np.stack(images).astype(np.float32),
@@ -289,7 +304,8 @@ class Shim:
                        if k.lower() in ("authorization", "accept", "content-type")}
                 q = dict(parse_qsl(query, keep_blank_values=True))
                 im = IMAGE_RE.match(path)
-                if im and self.command == "GET" and RANDOM_KEYS & set(q):
+                if (im and self.command == "GET" and RANDOM_KEYS & set(q)
+                        and not shim.upstream_draws(self.path, fwd)):
                     try:
                         r, augment = shim.image(*im.groups(), q, fwd)
                         keep = [(k, v) for k, v in r.headers.items()

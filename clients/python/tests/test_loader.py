@@ -302,3 +302,17 @@ def test_example_trains(url):
     assert r.returncode == 0, r.stderr
     losses = [float(x) for x in re.findall(r"^epoch \d+: loss ([0-9.]+)", r.stdout, re.M)]
     assert len(losses) == 3 and losses[-1] < 0.7 * losses[0], r.stdout
+
+
+def test_segmentation_random_flips_as_the_volume_route(url):
+    params = dict(size=(32, 32, 16), a_min=-1000, a_max=1000, rand_flip=0.5)
+    loader = medserve.BatchLoader(url, "Task09_Spleen", "train", 1, seed=2, epoch=1, **params)
+    ds = medserve.ItemDataset(url, "Task09_Spleen", "train", seed=2, epoch=1, **params)
+    by_id = {i: k for k, i in enumerate(ds.ids)}
+    flips = []
+    for b in loader:
+        image, mask = ds[by_id[b["id"][0]]]
+        assert b["image"][0].numpy().tobytes() == image.tobytes()
+        assert b["label"][0].numpy().tobytes() == mask.tobytes()
+        flips.append(bool(b["rand_flip"][0]))
+    assert len(flips) == len(ds)
