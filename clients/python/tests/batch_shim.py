@@ -346,3 +346,11 @@ class Shim:
             do_GET = do_POST = do_HEAD = _handle
 
         return Handler
+
+
+if __name__ == "__main__":  # python batch_shim.py UPSTREAM: prints its URL, serves until killed
+    import sys
+
+    shim = Shim(sys.argv[1])
+    print(shim.url, flush=True)
+    shim.server.serve_forever()

@@ -1,12 +1,13 @@
 """Fixtures: the real medserve binary serving its sample data, and the batch routes.
 
-``MEDSERVE_URL`` names a running medserve serving ``medserve sample-data`` (what
-scripts/check-client.sh starts); without it this starts ``MEDSERVE_BIN`` (default: the
-repository's target/debug/medserve) itself on a free 127.0.0.1 port.
+``MEDSERVE_URL`` names a running medserve serving ``medserve sample-data`` in
+``MEDSERVE_DATA`` (what scripts/check-client.sh starts); without it this writes the sample data
+and starts ``MEDSERVE_BIN`` (default: the repository's target/debug/medserve) itself on a free
+127.0.0.1 port. One test starts a second server, with an API key, from the same two.
 
 The batch routes (``.../batches``, ``.../batch``) are the binary's own when it has them;
 while it answers them with 404 ``route-not-found`` the tests use ``batch_shim.Shim`` in front
-of it, unless ``MEDSERVE_REQUIRE_BATCH_ROUTES=1`` (check-client.sh sets it once openapi.yaml
+of it (a child process), unless ``MEDSERVE_REQUIRE_BATCH_ROUTES=1`` (check-client.sh sets it once openapi.yaml
 declares the routes), which makes that an error.
 """
 
@@ -25,10 +26,6 @@ import urllib3
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-sys.path.insert(0, str(HERE))
-
-from batch_shim import Shim  # noqa: E402
-
 BATCH_ROUTES = {"kind": None}
 
 
@@ -116,9 +113,14 @@ def url(medserve_url):
                     "though MEDSERVE_REQUIRE_BATCH_ROUTES=1")
     assert r.status == 404 and code == "route-not-found", (r.status, r.data[:300])
     BATCH_ROUTES["kind"] = "shim (tests/batch_shim.py in front of medserve)"
-    shim = Shim(medserve_url).start()
-    yield shim.url
-    shim.stop()
+    # In its own process: DataLoader forks its workers from this one, which should hold no
+    # server threads when it does.
+    shim = subprocess.Popen([sys.executable, str(HERE / "batch_shim.py"), medserve_url],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        yield shim.stdout.readline().strip()
+    finally:
+        stop(shim)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -9,6 +9,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 
 import medserve
@@ -122,6 +123,8 @@ def test_query_encoding():
     assert encode_query({"size": (64, 64), "drop_last": False, "seed": None, "rand_rotate": 0.26,
                          "class": "Head CT", "flip": [0, 1]}) == \
         "size=64,64&drop_last=false&rand_rotate=0.26&class=Head+CT&flip=0,1"
+    assert encode_query({"rand_flip": np.float64(0.5), "seed": np.int64(3), "clip": np.True_,
+                         "size": np.array([32, 32])}) == "rand_flip=0.5&seed=3&clip=true&size=32,32"
     assert _retry_after("5", 1.0) == 5.0
     assert _retry_after(None, 1.0) == 1.0
     assert _retry_after("garbage", 2.0) == 2.0

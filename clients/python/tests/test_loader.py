@@ -316,3 +316,12 @@ def test_segmentation_random_flips_as_the_volume_route(url):
         assert b["label"][0].numpy().tobytes() == mask.tobytes()
         flips.append(bool(b["rand_flip"][0]))
     assert len(flips) == len(ds)
+
+
+def test_one_class(url):
+    loader = medserve.BatchLoader(url, "medmnist", "train", 6, seed=1, class_="HeadCT")
+    assert loader.plan["class"] == "HeadCT" and loader.plan["samples"] == 12
+    batches = run(loader)
+    assert len(batches) == 2 and all(b["label"].tolist() == [5] * 6 for b in batches)
+    same = medserve.BatchLoader(url, "medmnist", "train", 6, seed=1, **{"class": "HeadCT"})
+    assert [b["id"] for b in same] == [b["id"] for b in batches]

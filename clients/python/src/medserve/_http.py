@@ -40,12 +40,14 @@ class MedserveError(Exception):
 
 
 def _query_value(v: Any) -> str:
-    if isinstance(v, bool):
+    if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, (list, tuple, np.ndarray)):
         return ",".join(_query_value(x) for x in v)
-    if isinstance(v, float):
-        return repr(v)
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))  # the shortest text that reads back as the same float64
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
     return str(v)
 
 

@@ -54,6 +54,8 @@ class ItemDataset(MapBase):
         self.dataset = dataset
         self.split = split
         self.params = dict(params)
+        # `class` is a keyword in Python: class_=, or **{"class": ...}.
+        class_ = self.params.pop("class", None) if class_ is None else class_
         info = self.client.get_json(f"/v1/datasets/{path_segment(dataset)}")
         self.kind = info["kind"]
         self.classes: List[str] = [c["name"] for c in info.get("classes") or []]

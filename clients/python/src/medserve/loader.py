@@ -80,8 +80,9 @@ class BatchLoader(IterableBase):
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.drop_last = bool(drop_last)
-        self.class_ = class_
         self.params = dict(params)
+        # `class` is a keyword in Python: class_=, or **{"class": ...}.
+        self.class_ = self.params.pop("class", None) if class_ is None else class_
         if as_torch and not HAVE_TORCH:
             raise ImportError("as_torch=True needs torch")
         self.as_torch = HAVE_TORCH if as_torch is None else bool(as_torch)
