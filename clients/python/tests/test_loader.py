@@ -325,3 +325,17 @@ def test_one_class(url):
     assert len(batches) == 2 and all(b["label"].tolist() == [5] * 6 for b in batches)
     same = medserve.BatchLoader(url, "medmnist", "train", 6, seed=1, **{"class": "HeadCT"})
     assert [b["id"] for b in same] == [b["id"] for b in batches]
+
+
+def test_item_dataset_in_a_dataloader(url):
+    ds = medserve.ItemDataset(url, "medmnist", "train", size=(32, 32))
+    assert isinstance(ds, torch.utils.data.Dataset)
+    images, labels = [], []
+    for image, label in DataLoader(ds, batch_size=10, num_workers=2, shuffle=False):
+        assert image.dtype == torch.float32 and label.dtype == torch.int64
+        images.append(image)
+        labels.append(label)
+    images, labels = torch.cat(images), torch.cat(labels)
+    assert images.shape == (N, 1, 32, 32)
+    assert labels.tolist() == [ds.label(i) for i in range(N)]
+    assert images[7].numpy().tobytes() == ds[7][0].tobytes()
