@@ -18,6 +18,7 @@ use ndarray::ArrayD;
 use crate::catalog::ids::fnv1a;
 use crate::imaging::ImageInfo;
 use crate::imaging::encode::Encoded;
+use crate::imaging::patch::FgBgIndices;
 use crate::imaging::stats::DecodedVolume;
 use crate::store::ObjectMeta;
 
@@ -63,6 +64,8 @@ pub enum Stage {
     VolumeImage,
     /// A mask resized and selected.
     Mask,
+    /// The foreground/background voxel lists patches are sampled from.
+    Indices,
     /// A rendered slice, encoded.
     Slice,
     /// A whole response body (ETag only; not cached).
@@ -77,6 +80,7 @@ impl Stage {
             Stage::Volume => "volume",
             Stage::VolumeImage => "volume-image",
             Stage::Mask => "mask",
+            Stage::Indices => "fg-bg-indices",
             Stage::Slice => "slice",
             Stage::Response => "response",
         }
@@ -178,6 +182,7 @@ pub enum Entry {
     Mask(Arc<Mask>),
     Volume(Arc<DecodedVolume>),
     Encoded(Arc<Encoded>),
+    Indices(Arc<Indices>),
 }
 
 impl Entry {
@@ -188,6 +193,7 @@ impl Entry {
             Entry::Mask(m) => m.0.len(),
             Entry::Volume(v) => v.volume.voxels.byte_len(),
             Entry::Encoded(e) => e.body.len(),
+            Entry::Indices(i) => i.byte_len(),
         }
     }
 }
@@ -217,9 +223,11 @@ macro_rules! cached {
     )*};
 }
 
-// The variant names the type: `Volume` is the decoded volume.
+// The variant names the type: `Volume` is the decoded volume, `Indices` a label's
+// foreground/background lists.
 type Volume = DecodedVolume;
-cached!(Tensor = 0, Mask = 1, Volume = 2, Encoded = 3);
+type Indices = FgBgIndices;
+cached!(Tensor = 0, Mask = 1, Volume = 2, Encoded = 3, Indices = 4);
 
 /// moka weighs in u32, so entries are weighed in KiB (bytes would overflow at 4 GiB).
 fn weight_kib(e: &Entry) -> u32 {

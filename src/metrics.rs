@@ -11,16 +11,19 @@ pub struct Metrics {
     pub store_waits: AtomicU64,
     pub decodes: AtomicU64,
     pub transforms: AtomicU64,
+    pub fg_indices: AtomicU64,
     pub fetch_us: AtomicU64,
     pub decode_us: AtomicU64,
     pub transform_us: AtomicU64,
     pub encode_us: AtomicU64,
+    pub prefetched_batches: AtomicU64,
+    pub prefetch_skipped: AtomicU64,
 }
 
 type Counter = fn(&Metrics) -> &AtomicU64;
 
 /// `(name, help, counter)` of every plain counter.
-pub const COUNTERS: [(&str, &str, Counter); 5] = [
+pub const COUNTERS: [(&str, &str, Counter); 8] = [
     (
         "medserve_storage_get_total",
         "Whole-object GETs sent to the store.",
@@ -45,6 +48,21 @@ pub const COUNTERS: [(&str, &str, Counter); 5] = [
         "medserve_transform_total",
         "Transform chains computed (cache misses).",
         |m| &m.transforms,
+    ),
+    (
+        "medserve_prefetched_batches_total",
+        "Next batches of a plan warmed in the background after a batch was served.",
+        |m| &m.prefetched_batches,
+    ),
+    (
+        "medserve_prefetch_skipped_total",
+        "Next-batch warmings skipped or cut short because the CPU pool had a queue or the prefetch slots were taken.",
+        |m| &m.prefetch_skipped,
+    ),
+    (
+        "medserve_fg_indices_computed_total",
+        "Foreground/background index lists computed for patch sampling (cache misses).",
+        |m| &m.fg_indices,
     ),
 ];
 

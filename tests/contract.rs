@@ -127,14 +127,50 @@ fn every_operation_documents_its_errors_as_problem_json() {
 /// Fills path parameters with values that exist in the sample data: a segmentation item for
 /// the volume routes, a classification item for the rest.
 fn concrete(path: &str) -> String {
-    let (dataset, item) = if path.ends_with("/slice") || path.contains("/volume") {
-        ("Task09_Spleen", "spleen_10")
-    } else {
-        ("medmnist", "HeadCT~005001")
-    };
+    let (dataset, item) =
+        if path.ends_with("/slice") || path.contains("/volume") || path.ends_with("/patches") {
+            ("Task09_Spleen", "spleen_10")
+        } else {
+            ("medmnist", "HeadCT~005001")
+        };
     path.replace("{dataset}", dataset)
         .replace("{split}", "train")
         .replace("{item}", item)
+        .replace("{batch}", "0")
+}
+
+/// The smallest valid body of an operation that needs one.
+fn body_of(path: &str) -> Body {
+    if path.ends_with("/batch") {
+        Body::from(r#"{"ids": ["HeadCT~005001"]}"#)
+    } else {
+        Body::empty()
+    }
+}
+
+/// `?name=example&...` for the required properties of an operation's object query (each
+/// with its first documented example), or nothing.
+fn required_query(spec: &Value, path: &str, method: &str) -> String {
+    let mut pairs = Vec::new();
+    let params = spec["paths"][path][method]["parameters"].as_array();
+    for p in params.into_iter().flatten().map(|p| deref(spec, p)) {
+        let schema = deref(spec, &p["schema"]);
+        for name in schema["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap();
+            let example = &schema["properties"][name]["examples"][0];
+            let value = match example {
+                Value::String(s) => s.clone(),
+                Value::Null => panic!("{path}: required '{name}' has no example"),
+                v => v.to_string(),
+            };
+            pairs.push(format!("{name}={value}"));
+        }
+    }
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
 }
 
 #[tokio::test]
@@ -142,11 +178,11 @@ async fn every_documented_operation_is_served_and_others_are_405() {
     let (app, _) = common::app();
     let spec = spec();
     for (method, path) in spec_operations(&spec) {
-        let uri = concrete(&path);
+        let uri = concrete(&path) + &required_query(&spec, &path, &method.to_lowercase());
         let req = Request::builder()
             .method(Method::from_bytes(method.as_bytes()).unwrap())
             .uri(&uri)
-            .body(Body::empty())
+            .body(body_of(&path))
             .unwrap();
         let r = common::send(&app, req).await;
         assert!(

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::extract::{Params, Path, RawPairs};
-use super::item::{ItemRequest, NoQuery, dataset, snapshot, split};
+use super::item::{ItemRequest, NoQuery, class_filter, dataset, snapshot, split};
 use super::response;
 use crate::catalog::{Dataset, Item, Kind, Layout, Split};
 use crate::error::AppError;
@@ -207,35 +207,7 @@ pub async fn list_items(
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &name)?;
     let sp = split(ds, &split_name)?;
-    let class = match p.get("class") {
-        None => None,
-        Some(c) => {
-            // A segmentation dataset has no class of any name: the same 404 as an unknown
-            // class, with nothing available.
-            if ds.kind != Kind::Classification {
-                return Err(AppError::NotFound {
-                    what: "class",
-                    name: c.into(),
-                    available: Vec::new(),
-                    hint: Some(format!(
-                        "dataset '{}' is a segmentation dataset: its items have no classes",
-                        ds.name
-                    )),
-                });
-            }
-            Some(
-                ds.classes
-                    .iter()
-                    .position(|x| x == c)
-                    .ok_or_else(|| AppError::NotFound {
-                        what: "class",
-                        name: c.into(),
-                        available: ds.classes.clone(),
-                        hint: None,
-                    })?,
-            )
-        }
-    };
+    let class = class_filter(ds, p.get("class"))?;
     let matching: Vec<&Item> = sp
         .items
         .iter()

@@ -9,6 +9,7 @@ use super::augment::parse_augment;
 use super::extract::{Params, parse_digits, parse_flip, parse_rotate};
 use super::item::{Images, ItemRequest, QueryContext, RouteQuery};
 use super::response::{self, ARRAY_FORMATS};
+use crate::config::Limits;
 use crate::error::AppError;
 use crate::imaging::encode::Format;
 use crate::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode};
@@ -66,60 +67,11 @@ impl RouteQuery for ImageQuery {
     ];
 
     fn parse(p: &Params, cx: &QueryContext<'_>) -> Result<Self, AppError> {
-        let size = match p.get("size") {
-            None => DEFAULT_SIZE,
-            Some(v) => parse_size(v, cx.limits.max_output_side)?,
-        };
-        let mode = p.choice(
-            "mode",
-            ResizeMode::Area,
-            &[
-                ("area", ResizeMode::Area),
-                ("nearest", ResizeMode::Nearest),
-                ("bilinear", ResizeMode::Linear),
-            ],
-        )?;
-        let scale = p.choice(
-            "scale",
-            Scale::MinMax,
-            &[("minmax", Scale::MinMax), ("none", Scale::None)],
-        )?;
-        let monai = DecodeOptions::monai(cx.limits.max_pixels);
-        let channels = p.choice(
-            "channels",
-            monai.channels,
-            &[
-                ("native", ChannelMode::Native),
-                ("1", ChannelMode::Luminance),
-            ],
-        )?;
-        let palette = p.choice(
-            "palette",
-            monai.palette,
-            &[
-                ("index", PaletteMode::Indices),
-                ("expand", PaletteMode::Expand),
-            ],
-        )?;
-        // Axes and angles of the array MONAI holds, `(C, W, H)`: axis 0 is the width.
-        let flip = parse_flip(p, 2)?;
-        let rotate = parse_rotate(p)?;
+        let chain = parse_chain2d(p, cx.limits)?;
         let augment = parse_augment(p, 2)?;
         let explicit = match p.get("format") {
             None => None,
             Some(_) => Some(p.choice("format", Format::Png, &Format::choices(&ARRAY_FORMATS))?),
-        };
-        let chain = Chain2d {
-            decode: DecodeOptions {
-                channels,
-                palette,
-                ..monai
-            },
-            size,
-            mode,
-            scale,
-            flip,
-            rotate,
         };
         let format = response::negotiate(explicit, cx.headers)?;
         Ok(ImageQuery {
@@ -128,6 +80,61 @@ impl RouteQuery for ImageQuery {
             augment,
         })
     }
+}
+
+/// The 2D chain's parameters (`size`, `mode`, `scale`, `channels`, `palette`, `flip`,
+/// `rotate`), shared by the image and batch routes.
+pub fn parse_chain2d(p: &Params, limits: &Limits) -> Result<Chain2d, AppError> {
+    let size = match p.get("size") {
+        None => DEFAULT_SIZE,
+        Some(v) => parse_size(v, limits.max_output_side)?,
+    };
+    let mode = p.choice(
+        "mode",
+        ResizeMode::Area,
+        &[
+            ("area", ResizeMode::Area),
+            ("nearest", ResizeMode::Nearest),
+            ("bilinear", ResizeMode::Linear),
+        ],
+    )?;
+    let scale = p.choice(
+        "scale",
+        Scale::MinMax,
+        &[("minmax", Scale::MinMax), ("none", Scale::None)],
+    )?;
+    let monai = DecodeOptions::monai(limits.max_pixels);
+    let channels = p.choice(
+        "channels",
+        monai.channels,
+        &[
+            ("native", ChannelMode::Native),
+            ("1", ChannelMode::Luminance),
+        ],
+    )?;
+    let palette = p.choice(
+        "palette",
+        monai.palette,
+        &[
+            ("index", PaletteMode::Indices),
+            ("expand", PaletteMode::Expand),
+        ],
+    )?;
+    // Axes and angles of the array MONAI holds, `(C, W, H)`: axis 0 is the width.
+    let flip = parse_flip(p, 2)?;
+    let rotate = parse_rotate(p)?;
+    Ok(Chain2d {
+        decode: DecodeOptions {
+            channels,
+            palette,
+            ..monai
+        },
+        size,
+        mode,
+        scale,
+        flip,
+        rotate,
+    })
 }
 
 /// `GET /v1/datasets/{dataset}/splits/{split}/items/{item}/image`

@@ -216,3 +216,33 @@ fn item<'a>(ds: &Dataset, sp: &'a Split, id: &str) -> Result<&'a Item, AppError>
         }),
     })
 }
+
+/// `class=`: the class's index in the dataset, or `None` when not given; 404 naming the
+/// classes when it is not one (a segmentation dataset has none of any name).
+pub fn class_filter(ds: &Dataset, class: Option<&str>) -> Result<Option<usize>, AppError> {
+    let Some(c) = class else {
+        return Ok(None);
+    };
+    if ds.kind != Kind::Classification {
+        return Err(AppError::NotFound {
+            what: "class",
+            name: c.into(),
+            available: Vec::new(),
+            hint: Some(format!(
+                "dataset '{}' is a segmentation dataset: its items have no classes",
+                ds.name
+            )),
+        });
+    }
+    let at = ds
+        .classes
+        .iter()
+        .position(|x| x == c)
+        .ok_or_else(|| AppError::NotFound {
+            what: "class",
+            name: c.into(),
+            available: ds.classes.clone(),
+            hint: None,
+        })?;
+    Ok(Some(at))
+}

@@ -17,13 +17,14 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::CorsOrigins;
 use crate::error::AppError;
-use crate::pipeline::SliceQuery;
+use crate::pipeline::{PatchQuery, SliceQuery};
 use crate::state::AppState;
 use images::ImageQuery;
 use item::RouteQuery;
 use volumes::query::VolumeRequest;
 
 pub mod augment;
+pub mod batches;
 pub mod datasets;
 pub mod extract;
 pub mod images;
@@ -110,6 +111,30 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             SliceQuery::PARAMS,
             get(volumes::get_slice),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/batches",
+            Method::GET,
+            batches::PLAN_PARAMS,
+            get(batches::get_plan),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/batches/{batch}",
+            Method::GET,
+            batches::BATCH_PARAMS,
+            get(batches::get_batch),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/batch",
+            Method::POST,
+            batches::POST_PARAMS,
+            post(batches::post_batch),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/patches",
+            Method::GET,
+            PatchQuery::PARAMS,
+            get(volumes::get_patches),
         ),
     ];
     // One handler: an alias fixes the format by its extension.

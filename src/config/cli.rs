@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Decode/transform jobs that may wait for a CPU worker; more answer 503 with Retry-After.
     #[arg(long, env = "MEDSERVE_MAX_QUEUE", default_value_t = 1024)]
     pub max_queue: usize,
+    /// After a batch of a plan is served, warm the plan's next batch in the background: at
+    /// most this many at once, skipped while CPU jobs are queued; 0 turns it off.
+    #[arg(long, env = "MEDSERVE_PREFETCH_BATCHES", default_value_t = 1)]
+    pub prefetch_batches: usize,
     /// Decode/transform jobs run at once; 0 = one per CPU core.
     #[arg(long, env = "MEDSERVE_CPU_WORKERS", default_value_t = 0)]
     pub cpu_workers: usize,

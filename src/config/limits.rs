@@ -25,6 +25,8 @@ pub struct Limits {
     pub max_page: usize,
     /// CPU jobs allowed to wait for a worker before new ones are refused with 503.
     pub max_queue: usize,
+    /// Next batches warmed in the background at once after a batch is served (0: none).
+    pub prefetch_batches: usize,
 }
 
 impl Limits {
@@ -49,6 +51,7 @@ impl Default for Limits {
             max_output_bytes: 1024 << 20,
             max_page: 1000,
             max_queue: 1024,
+            prefetch_batches: 1,
         }
     }
 }

@@ -267,6 +267,9 @@ fn check_outputs(a: &ServeArgs, errs: &mut Vec<String>) {
     check(errs, a.max_body_kb <= 1 << 20, || {
         format!("--max-body-kb: {} must be 0..=1048576", a.max_body_kb)
     });
+    check(errs, a.prefetch_batches <= 64, || {
+        format!("--prefetch-batches: {} must be 0..=64", a.prefetch_batches)
+    });
     check(errs, a.max_queue <= 1_000_000, || {
         format!("--max-queue: {} must be 0..=1000000", a.max_queue)
     });
@@ -369,6 +372,7 @@ fn limits(a: &ServeArgs) -> Limits {
         max_output_bytes: a.max_output_mb << 20,
         max_page: a.max_page,
         max_queue: a.max_queue,
+        prefetch_batches: a.prefetch_batches,
     }
 }
 

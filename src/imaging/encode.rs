@@ -248,15 +248,113 @@ pub fn npz(
     image: Option<&ArrayD<f32>>,
     label: Option<&ArrayD<u8>>,
 ) -> Result<Vec<u8>, EncodeError> {
-    let err = |e: ndarray_npy::WriteNpzError| EncodeError(e.to_string());
-    let mut w = ndarray_npy::NpzWriter::new(std::io::Cursor::new(Vec::new()));
+    let mut w = NpzBuilder::new();
     if let Some(a) = image {
-        w.add_array("image", &a.as_standard_layout()).map_err(err)?;
+        w.array("image", a)?;
     }
     if let Some(l) = label {
-        w.add_array("label", &l.as_standard_layout()).map_err(err)?;
+        w.array("label", l)?;
     }
-    Ok(w.finish().map_err(err)?.into_inner())
+    w.finish()
+}
+
+/// An `.npz` of named arrays of any element type, fixed-width unicode (`<U`) included (which
+/// ndarray-npy's writer lacks): what `np.savez` writes, entries stored uncompressed.
+pub struct NpzBuilder {
+    zip: zip::ZipWriter<std::io::Cursor<Vec<u8>>>,
+}
+
+impl Default for NpzBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NpzBuilder {
+    /// An empty archive.
+    pub fn new() -> Self {
+        NpzBuilder {
+            zip: zip::ZipWriter::new(std::io::Cursor::new(Vec::new())),
+        }
+    }
+
+    fn entry(&mut self, name: &str, bytes: &[u8]) -> Result<(), EncodeError> {
+        use std::io::Write;
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(bytes.len() >= u32::MAX as usize);
+        self.zip
+            .start_file(format!("{name}.npy"), options)
+            .map_err(|e| EncodeError(e.to_string()))?;
+        self.zip
+            .write_all(bytes)
+            .map_err(|e| EncodeError(e.to_string()))
+    }
+
+    /// Adds `name.npy` holding `a` (C order).
+    pub fn array<T: WritableElement + Clone, D: ndarray::Dimension>(
+        &mut self,
+        name: &str,
+        a: &ndarray::Array<T, D>,
+    ) -> Result<(), EncodeError> {
+        let mut out = Vec::with_capacity(a.len() * std::mem::size_of::<T>() + 128);
+        a.as_standard_layout()
+            .write_npy(&mut out)
+            .map_err(|e| EncodeError(e.to_string()))?;
+        self.entry(name, &out)
+    }
+
+    /// Adds `name.npy`: a 1-D array of strings as NumPy's `<U{n}` (UTF-32 code points, each
+    /// string padded with zeros to the longest; at least one character wide).
+    pub fn strings(&mut self, name: &str, values: &[&str]) -> Result<(), EncodeError> {
+        let width = values
+            .iter()
+            .map(|v| v.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let dict = format!(
+            "{{'descr': '<U{width}', 'fortran_order': False, 'shape': ({},), }}",
+            values.len()
+        );
+        // Magic, version 1.0, header length, then the header padded with spaces so that the
+        // data starts on a 64-byte boundary, ending in a newline.
+        let unpadded = 10 + dict.len() + 1;
+        let header_len = dict.len() + 1 + (64 - unpadded % 64) % 64;
+        let mut out = Vec::with_capacity(10 + header_len + values.len() * width * 4);
+        out.extend_from_slice(b"\x93NUMPY\x01\x00");
+        out.extend_from_slice(&(header_len as u16).to_le_bytes());
+        out.extend_from_slice(dict.as_bytes());
+        out.resize(10 + header_len - 1, b' ');
+        out.push(b'\n');
+        for v in values {
+            let mut n = 0;
+            for c in v.chars() {
+                out.extend_from_slice(&(c as u32).to_le_bytes());
+                n += 1;
+            }
+            out.resize(out.len() + (width - n) * 4, 0);
+        }
+        self.entry(name, &out)
+    }
+
+    /// The archive's bytes.
+    pub fn finish(self) -> Result<Vec<u8>, EncodeError> {
+        self.zip
+            .finish()
+            .map(|c| c.into_inner())
+            .map_err(|e| EncodeError(e.to_string()))
+    }
+
+    /// The archive as a response body.
+    pub fn encoded(self) -> Result<Encoded, EncodeError> {
+        Ok(Encoded {
+            body: self.finish()?.into(),
+            format: Format::Npz,
+            dtype: "",
+            shape: vec![],
+        })
+    }
 }
 
 fn png_bytes(

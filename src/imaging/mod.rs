@@ -9,6 +9,7 @@ pub mod decode;
 pub mod encode;
 pub mod intensity;
 pub mod nifti;
+pub mod patch;
 pub mod resize;
 pub mod spatial;
 pub mod stats;

@@ -16,6 +16,7 @@ use crate::store::{ObjectReader, WaitGuard};
 #[derive(Debug, Clone)]
 pub struct CpuPool {
     workers: Arc<Semaphore>,
+    size: usize,
     queued: Arc<AtomicUsize>,
     max_queue: usize,
     metrics: Arc<Metrics>,
@@ -26,10 +27,16 @@ impl CpuPool {
     pub fn new(workers: usize, max_queue: usize, metrics: Arc<Metrics>) -> Self {
         CpuPool {
             workers: Arc::new(Semaphore::new(workers.max(1))),
+            size: workers.max(1),
             queued: Arc::new(AtomicUsize::new(0)),
             max_queue,
             metrics,
         }
+    }
+
+    /// How many workers there are.
+    pub fn workers(&self) -> usize {
+        self.size
     }
 
     /// Runs `f` on a worker.

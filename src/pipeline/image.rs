@@ -95,10 +95,25 @@ impl Chain2d {
         self
     }
 
+    /// True when the chain ends in a `Flip` or a `Rotate`.
+    pub fn has_spatial_steps(&self) -> bool {
+        !self.flip.is_empty() || self.rotate.is_some()
+    }
+
+    /// The chain without its `Flip` and `Rotate`.
+    pub fn without_spatial(self) -> Chain2d {
+        Chain2d {
+            flip: SpatialAxes::NONE,
+            rotate: None,
+            ..self
+        }
+    }
+
     /// `Flip` then `Rotate`, on the array as MONAI holds it (`(C, W, H)`: the transpose of
-    /// ours), the result transposed back to `(C, H, W)`.
-    fn apply_spatial(&self, out: ArrayD<f32>) -> ArrayD<f32> {
-        if (self.flip.is_empty() && self.rotate.is_none()) || out.ndim() != 3 {
+    /// ours), the result transposed back to `(C, H, W)`. Applied to the output of
+    /// [`without_spatial`](Self::without_spatial), it completes the chain.
+    pub fn apply_spatial(&self, out: ArrayD<f32>) -> ArrayD<f32> {
+        if !self.has_spatial_steps() || out.ndim() != 3 {
             return out;
         }
         let mut monai = out.permuted_axes(IxDyn(&[0, 2, 1]));
@@ -185,6 +200,20 @@ impl Pipeline {
     ) -> Result<Arc<Tensor>, PipelineError> {
         self.cache
             .get_or_compute(image_key(item, chain), async {
+                // A flip or rotation starts from the cached chain without them, so the
+                // draws of random transforms share one resized, scaled image.
+                if chain.has_spatial_steps() {
+                    let base = Box::pin(self.transformed(item, chain.without_spatial())).await?;
+                    let info = base.info.clone();
+                    let t = std::time::Instant::now();
+                    let out = self
+                        .pool
+                        .run(move || chain.apply_spatial(base.data.clone()))
+                        .await?;
+                    Metrics::time(&self.metrics.transform_us, t);
+                    Metrics::inc(&self.metrics.transforms);
+                    return Ok(Tensor { info, data: out });
+                }
                 let src = self.decoded(item, chain.decode).await?;
                 let info = src.info.clone();
                 let t = std::time::Instant::now();

@@ -6,7 +6,10 @@
 //! - `volume.rs`: NIfTI objects decoded (streamed from the store), the 3D chain, masks, and
 //!   whole-volume responses.
 //! - `slice.rs`: one plane of a volume rendered for eyes or programs.
+//! - `patch.rs`: patches sampled around foreground/background voxels (MONAI
+//!   `RandCropByPosNegLabeld`), with the index lists they are drawn from cached.
 //! - `augment.rs`: seeded random transforms, drawn as a pure function of the request.
+//! - `batch.rs`: the epoch's order, the plan's batches, a batch stacked into one `.npz`.
 //! - `cpu.rs`: the bounded pool of CPU workers.
 //!
 //! Handlers get a [`Pipeline`] (store, cache, pool, limits, counters), never the store itself;
@@ -23,13 +26,16 @@ use crate::metrics::Metrics;
 use crate::store::{ObjectStore, StoreError};
 
 pub mod augment;
+pub mod batch;
 pub mod cpu;
 pub mod image;
+pub mod patch;
 pub mod slice;
 pub mod volume;
 
 pub use cpu::CpuPool;
 pub use image::{Chain2d, Scale};
+pub use patch::{PatchQuery, Patches, PreparedPatches};
 pub use slice::{AxisSel, SlicePart, SliceQuery, Window};
 pub use volume::{Chain3d, VolumePart, VolumeQuery};
 
@@ -75,6 +81,8 @@ pub struct Pipeline {
     pool: CpuPool,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Slots for background warming of next batches (`--prefetch-batches`).
+    prefetch: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pipeline {
@@ -90,6 +98,7 @@ impl Pipeline {
             store,
             cache: ArrayCache::new(cache_bytes),
             pool: CpuPool::new(cpu_workers, limits.max_queue, metrics.clone()),
+            prefetch: Arc::new(tokio::sync::Semaphore::new(limits.prefetch_batches)),
             limits,
             metrics,
         }

@@ -277,8 +277,36 @@ impl Pipeline {
         Ok(encoded)
     }
 
+    /// One item of a segmentation batch: its image (and mask when `with_label`) through the
+    /// query's chain, resolved and bounded as a volume request is.
+    pub(super) async fn volume_item(
+        &self,
+        item: &Item,
+        mut query: VolumeQuery,
+        with_label: bool,
+    ) -> Result<(Arc<Tensor>, Option<Arc<Mask>>), PipelineError> {
+        query.part = if with_label {
+            VolumePart::Both
+        } else {
+            VolumePart::Image
+        };
+        query.format = Format::Npz;
+        let p = self.prepare_volume(item, query).await?;
+        self.check_output_size(&p)?;
+        let q = &p.query;
+        let image = self.volume_image(item, q.chain).await?;
+        let label = match with_label {
+            true => Some(
+                self.volume_label(item, q.chain.size, &q.select, q.chain.flip)
+                    .await?,
+            ),
+            false => None,
+        };
+        Ok((image, label))
+    }
+
     /// The image volume after the 3D chain, from cache or computed.
-    async fn volume_image(
+    pub(super) async fn volume_image(
         &self,
         item: &Item,
         chain: Chain3d,
@@ -300,7 +328,7 @@ impl Pipeline {
 
     /// The item's mask resized by nearest neighbour to `size`, selected and flipped, from
     /// cache or computed.
-    async fn volume_label(
+    pub(super) async fn volume_label(
         &self,
         item: &Item,
         size: Option<[usize; 3]>,

@@ -1,7 +1,9 @@
 //! Segmentation volumes: `GET .../items/{item}/slice` (one plane as PNG for eyes or numbers for
 //! programs) and `GET .../items/{item}/volume` (+ `.nii.gz`, `.nii`, `.npy`, `.npz` aliases,
 //! the same handler with the format fixed by the extension: the whole volume through MONAI's
-//! 3D chain, with its mask). The query grammars are in `query.rs`; the work is the pipeline's.
+//! 3D chain, with its mask) and `GET .../items/{item}/patches` (patches sampled around
+//! foreground and background voxels, MONAI `RandCropByPosNegLabeld`). The query grammars are
+//! in `query.rs` and `patches.rs`; the work is the pipeline's.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -9,10 +11,11 @@ use axum::response::Response;
 use super::item::{ItemRequest, Volumes};
 use super::response;
 use crate::error::AppError;
-use crate::pipeline::{SliceQuery, VolumePart};
+use crate::pipeline::{PatchQuery, SliceQuery, VolumePart};
 use crate::state::AppState;
 use query::VolumeRequest;
 
+pub mod patches;
 pub mod query;
 
 pub use query::{CT_PRESETS, MAX_NUMBER};
@@ -55,4 +58,22 @@ pub async fn get_volume(
     })
     .await?;
     Ok(response::with_augment(resp, drawn.map(|d| d.header(3))))
+}
+
+/// `GET .../items/{item}/patches`: `num` patches of the image and mask after the chain, as
+/// one `.npz` (`image`, `label`, `center`).
+pub async fn get_patches(
+    State(state): State<AppState>,
+    req: ItemRequest<PatchQuery, Volumes>,
+) -> Result<Response, AppError> {
+    let (ds, sp, it) = (req.item.dataset(), req.item.split(), req.item.item());
+    let stem = format!("{}_patches", it.id);
+    let prepared = state
+        .pipeline
+        .prepare_patches(it, req.query, &ds.name, &sp.name)
+        .await?;
+    response::conditional(&req.headers, &prepared.etag(), &stem, async {
+        state.pipeline.patches_response(prepared).await
+    })
+    .await
 }

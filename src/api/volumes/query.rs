@@ -5,6 +5,7 @@ use super::super::extract::{Params, parse_decimal, parse_digits, parse_flip};
 use super::super::item::{QueryContext, RouteQuery};
 use super::super::response::{self, ARRAY_FORMATS};
 use crate::api::augment::parse_augment;
+use crate::config::Limits;
 use crate::error::AppError;
 use crate::imaging::ResizeMode;
 use crate::imaging::encode::Format;
@@ -22,7 +23,7 @@ pub const CT_PRESETS: [(&str, f32, f32); 5] = [
 ];
 
 /// A finite number.
-fn number(p: &Params, name: &str) -> Result<Option<f32>, AppError> {
+pub(super) fn number(p: &Params, name: &str) -> Result<Option<f32>, AppError> {
     let Some(v) = p.get(name) else {
         return Ok(None);
     };
@@ -56,7 +57,7 @@ fn parse_window_number(v: &str, signed: bool) -> Option<f32> {
     (run(int) && frac.is_none_or(run)).then(|| v.parse().ok())?
 }
 
-fn boolean(p: &Params, name: &str) -> Result<bool, AppError> {
+pub(super) fn boolean(p: &Params, name: &str) -> Result<bool, AppError> {
     p.choice(name, false, &[("true", true), ("false", false)])
 }
 
@@ -193,9 +194,20 @@ fn a_range(p: &Params) -> Result<Option<(f32, f32)>, AppError> {
 }
 
 fn parse_size3(v: &str, max_side: usize, max_voxels: u64) -> Result<[usize; 3], AppError> {
+    parse_grid3("size", v, max_side, max_voxels)
+}
+
+/// `X,Y,Z` of whole numbers in `1..=max_side` with at most `max_voxels` voxels, for the
+/// parameter `name`.
+pub(super) fn parse_grid3(
+    name: &str,
+    v: &str,
+    max_side: usize,
+    max_voxels: u64,
+) -> Result<[usize; 3], AppError> {
     let bad = |why: String| {
         AppError::param_allowed(
-            "size",
+            name,
             why,
             format!(
                 "three whole numbers in 1..={max_side}, e.g. 128,128,64, with at most {max_voxels} voxels"
@@ -263,34 +275,24 @@ impl RouteQuery for VolumeRequest {
             .strip_prefix("volume.")
             .and_then(|ext| VOLUME_FORMATS.into_iter().find(|f| f.name() == ext));
         Ok(VolumeRequest {
-            query: parse_volume(p, cx, fixed)?,
+            query: parse_volume(p, cx, fixed, VolumePart::Image)?,
             augment: parse_augment(p, 3)?,
         })
     }
 }
 
-fn parse_volume(
+/// The volume grammar; `part` defaults to `default_part` (a batch, which takes no `part`,
+/// carries both).
+pub fn parse_volume(
     p: &Params,
     cx: &QueryContext<'_>,
     fixed: Option<Format>,
+    default_part: VolumePart,
 ) -> Result<VolumeQuery, AppError> {
-    let size = p
-        .get("size")
-        .map(|v| parse_size3(v, cx.limits.max_volume_side, cx.limits.max_voxels))
-        .transpose()?;
-    let mode = p.choice(
-        "mode",
-        ResizeMode::Area,
-        &[
-            ("area", ResizeMode::Area),
-            ("trilinear", ResizeMode::Linear),
-            ("nearest", ResizeMode::Nearest),
-        ],
-    )?;
-    let scale = parse_range_scale(p)?;
+    let chain = parse_chain3d(p, cx.limits)?;
     let part = p.choice(
         "part",
-        VolumePart::Image,
+        default_part,
         &[
             ("image", VolumePart::Image),
             ("label", VolumePart::Label),
@@ -308,26 +310,53 @@ fn parse_volume(
             "image or label with this format; both with format=npz",
         ));
     }
-    let keep = parse_labels(p)?;
-    let binary = boolean(p, "binary")?;
-    let flip = parse_flip(p, 3)?;
-    if part == VolumePart::Image && (keep.is_some() || binary) {
+    let select = parse_select(p)?;
+    if part == VolumePart::Image && (select.keep.is_some() || select.binary) {
         return Err(AppError::param_allowed(
-            if binary { "binary" } else { "labels" },
+            if select.binary { "binary" } else { "labels" },
             "label selection applies to the mask",
             "part=label or part=both",
         ));
     }
     Ok(VolumeQuery {
-        chain: Chain3d {
-            size,
-            mode,
-            scale,
-            flip,
-        },
+        chain,
         part,
         format,
-        select: LabelSelect { keep, binary },
+        select,
+    })
+}
+
+/// The 3D chain's parameters, shared by the volume and patch routes: `size`, `mode`, the
+/// `ScaleIntensityRange` ones and `flip`.
+pub fn parse_chain3d(p: &Params, limits: &Limits) -> Result<Chain3d, AppError> {
+    let size = p
+        .get("size")
+        .map(|v| parse_size3(v, limits.max_volume_side, limits.max_voxels))
+        .transpose()?;
+    let mode = p.choice(
+        "mode",
+        ResizeMode::Area,
+        &[
+            ("area", ResizeMode::Area),
+            ("trilinear", ResizeMode::Linear),
+            ("nearest", ResizeMode::Nearest),
+        ],
+    )?;
+    let scale = parse_range_scale(p)?;
+    let flip = parse_flip(p, 3)?;
+    Ok(Chain3d {
+        size,
+        mode,
+        scale,
+        flip,
+    })
+}
+
+/// `labels` and `binary`: which mask values are kept, and whether they become 1.
+pub fn parse_select(p: &Params) -> Result<LabelSelect, AppError> {
+    Ok(LabelSelect {
+        keep: parse_labels(p)?,
+        binary: boolean(p, "binary")?,
     })
 }
 

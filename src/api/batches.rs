@@ -1,0 +1,505 @@
+//! Batches for training jobs: `GET .../batches` (the plan), `GET .../batches/{b}` (one rank's
+//! batch of one epoch) and `POST .../batch` (the items a custom sampler chose). The order and
+//! the plan are the pipeline's (`pipeline/batch.rs`); here the parameters are read and the
+//! items picked.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::augment::{PARAMS_2D, PARAMS_3D, parse_augment, parse_u64};
+use super::extract::{Params, Path, RawPairs, parse_digits};
+use super::images::parse_chain2d;
+use super::item::{QueryContext, class_filter, dataset, snapshot, split};
+use super::response;
+use super::volumes::patches::{PATCH_PARAMS, parse_patch_query};
+use super::volumes::query::parse_volume;
+use crate::cache::{CacheKey, Canonical, Stage};
+use crate::catalog::{Dataset, Item, Kind, Split};
+use crate::error::AppError;
+use crate::imaging::encode::Format;
+use crate::pipeline::VolumePart;
+use crate::pipeline::augment::Augment;
+use crate::pipeline::batch::{
+    BatchChain, BatchRequest, MAX_BATCH, MAX_WORLD, ORDER_ALGORITHM, ORDER_VERSION, Plan, order,
+};
+use crate::pipeline::patch::PatchQuery;
+use crate::state::AppState;
+
+/// The plan's parameters.
+pub const PLAN_PARAMS: &[&str] = &["batch_size", "seed", "world_size", "drop_last", "class"];
+
+/// The chain parameters of 2D datasets only, and of segmentation datasets only (`size`,
+/// `mode`, `scale`, `flip` and the random ones are read by either grammar).
+const IMAGE_ONLY: &[&str] = &["channels", "palette", "rotate"];
+const VOLUME_ONLY: &[&str] = &[
+    "a_min",
+    "a_max",
+    "b_min",
+    "b_max",
+    "clip",
+    "labels",
+    "binary",
+    "patch",
+    "patches_per_item",
+    "pos",
+    "neg",
+    "image_threshold",
+];
+
+/// The patch route's parameters a patch batch reads (`num` is `patches_per_item`).
+const PATCH_FROM_BATCH: &[&str] = &[
+    "patch",
+    "pos",
+    "neg",
+    "image_threshold",
+    "seed",
+    "epoch",
+    "size",
+    "mode",
+    "a_min",
+    "a_max",
+    "b_min",
+    "b_max",
+    "clip",
+    "scale",
+    "labels",
+    "binary",
+    "flip",
+];
+
+/// `GET .../batches/{b}`'s parameters: the plan's, the epoch and rank, and either chain's.
+pub const BATCH_PARAMS: &[&str] = &[
+    "batch_size",
+    "seed",
+    "epoch",
+    "rank",
+    "world_size",
+    "drop_last",
+    "class",
+    "size",
+    "mode",
+    "scale",
+    "flip",
+    "channels",
+    "palette",
+    "rotate",
+    "a_min",
+    "a_max",
+    "b_min",
+    "b_max",
+    "clip",
+    "labels",
+    "binary",
+    "rand_flip",
+    "rand_flip_axis",
+    "rand_rotate",
+    "rand_rotate_prob",
+    "patch",
+    "patches_per_item",
+    "pos",
+    "neg",
+    "image_threshold",
+];
+
+/// `POST .../batch`'s parameters: the chain's, the seed and epoch of its random transforms.
+pub const POST_PARAMS: &[&str] = &[
+    "seed",
+    "epoch",
+    "size",
+    "mode",
+    "scale",
+    "flip",
+    "channels",
+    "palette",
+    "rotate",
+    "a_min",
+    "a_max",
+    "b_min",
+    "b_max",
+    "clip",
+    "labels",
+    "binary",
+    "rand_flip",
+    "rand_flip_axis",
+    "rand_rotate",
+    "rand_rotate_prob",
+    "patch",
+    "patches_per_item",
+    "pos",
+    "neg",
+    "image_threshold",
+];
+
+/// The plan's parameters, parsed.
+struct PlanQuery {
+    batch_size: usize,
+    seed: Option<u64>,
+    world_size: usize,
+    drop_last: bool,
+}
+
+fn parse_plan(p: &Params) -> Result<PlanQuery, AppError> {
+    if p.get("batch_size").is_none() {
+        return Err(AppError::param_allowed(
+            "batch_size",
+            "required",
+            format!("a whole number in 1..={MAX_BATCH}"),
+        ));
+    }
+    Ok(PlanQuery {
+        batch_size: p.usize_in("batch_size", 1, 1, MAX_BATCH)?,
+        seed: parse_u64(p, "seed")?,
+        world_size: p.usize_in("world_size", 1, 1, MAX_WORLD)?,
+        drop_last: p.choice("drop_last", false, &[("true", true), ("false", false)])?,
+    })
+}
+
+/// The split's items in listing order, those of `class=` only when given.
+fn members<'a>(ds: &Dataset, sp: &'a Split, p: &Params) -> Result<Vec<&'a Item>, AppError> {
+    let class = class_filter(ds, p.get("class"))?;
+    Ok(sp
+        .items
+        .iter()
+        .filter(|it| class.is_none() || it.class == class)
+        .collect())
+}
+
+/// The chain for the dataset's kind; a parameter of the other kind is a 400 naming it.
+fn parse_chain(p: &Params, cx: &QueryContext<'_>, ds: &Dataset) -> Result<BatchChain, AppError> {
+    let (foreign, allowed_random, rank, what) = match ds.kind {
+        Kind::Classification => (VOLUME_ONLY, PARAMS_2D, 2, "2D images"),
+        Kind::Segmentation => (IMAGE_ONLY, PARAMS_3D, 3, "3D volumes"),
+    };
+    let stray = foreign
+        .iter()
+        .chain(PARAMS_2D)
+        .find(|n| p.get(n).is_some() && (foreign.contains(n) || !allowed_random.contains(n)));
+    if let Some(n) = stray {
+        return Err(AppError::param(
+            *n,
+            format!(
+                "dataset '{}' holds {what}: {n} applies to the other kind of dataset",
+                ds.name
+            ),
+        ));
+    }
+    let augment = parse_augment(p, rank)?;
+    Ok(match ds.kind {
+        Kind::Classification => BatchChain::Image {
+            chain: parse_chain2d(p, cx.limits)?,
+            augment,
+        },
+        Kind::Segmentation if p.get("patch").is_some() => BatchChain::Patches {
+            query: parse_patches(p, cx)?,
+            augment,
+        },
+        Kind::Segmentation => {
+            for n in ["patches_per_item", "pos", "neg", "image_threshold"] {
+                if p.get(n).is_some() {
+                    return Err(AppError::param(
+                        n,
+                        format!("{n} samples patches: it needs patch=X,Y,Z"),
+                    ));
+                }
+            }
+            BatchChain::Volume {
+                query: parse_volume(p, cx, Some(Format::Npz), VolumePart::Both)?,
+                augment,
+            }
+        }
+    })
+}
+
+/// A patch batch's sampling, read by the patch route's grammar (`patches_per_item` as its
+/// `num`).
+fn parse_patches(p: &Params, cx: &QueryContext<'_>) -> Result<PatchQuery, AppError> {
+    let mut pairs: Vec<(String, String)> = PATCH_FROM_BATCH
+        .iter()
+        .filter_map(|n| p.get(n).map(|v| (n.to_string(), v.to_string())))
+        .collect();
+    if let Some(v) = p.get("patches_per_item") {
+        pairs.push(("num".into(), v.into()));
+    }
+    let q = Params::new(RawPairs(pairs), PATCH_PARAMS)?;
+    parse_patch_query(&q, cx.limits).map_err(|e| match e {
+        AppError::InvalidParameter {
+            param,
+            message,
+            allowed,
+        } if param == "num" => AppError::InvalidParameter {
+            param: "patches_per_item".into(),
+            message,
+            allowed,
+        },
+        e => e,
+    })
+}
+
+/// What names a batch's bytes: its items (by their objects), their padding, the chain and the
+/// draws' seed and epoch.
+struct BatchName<'a> {
+    head: String,
+    chain: &'a BatchChain,
+    pads: Vec<bool>,
+}
+
+impl Canonical for Augment {
+    fn write_canonical(&self, out: &mut String) {
+        out.push_str(&format!("rand(seed={},epoch={}", self.seed, self.epoch));
+        if let Some(f) = self.flip {
+            out.push_str(&format!(",flip({:e},{})", f.prob, f.axes.canonical()));
+        }
+        if let Some(r) = self.rotate {
+            out.push_str(&format!(",rotate({:e},{:e})", r.range, r.prob));
+        }
+        out.push(')');
+    }
+}
+
+impl Canonical for BatchName<'_> {
+    fn write_canonical(&self, out: &mut String) {
+        out.push_str(&self.head);
+        match self.chain {
+            BatchChain::Image { chain, augment } => {
+                chain.write_canonical(out);
+                out.push('|');
+                augment.write_canonical(out);
+            }
+            BatchChain::Volume { query, augment } => {
+                query.write_canonical(out);
+                out.push('|');
+                augment.write_canonical(out);
+            }
+            BatchChain::Patches { query, augment } => {
+                query.write_canonical(out);
+                out.push('|');
+                augment.write_canonical(out);
+            }
+        }
+        out.push_str("|pad(");
+        out.extend(self.pads.iter().map(|&p| if p { '1' } else { '0' }));
+        out.push(')');
+    }
+}
+
+/// Answers one batch (ETag, 304, npz).
+async fn respond(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: BatchRequest,
+    head: String,
+    stem: &str,
+) -> Result<Response, AppError> {
+    let objects = req
+        .items
+        .iter()
+        .flat_map(|(it, _)| std::iter::once(&it.image).chain(it.label.iter()));
+    let name = BatchName {
+        head,
+        chain: &req.chain,
+        pads: req.items.iter().map(|(_, p)| *p).collect(),
+    };
+    let etag = CacheKey::new(Stage::Response, objects, &name).etag("npz");
+    response::conditional(headers, &etag, stem, async {
+        state.pipeline.batch(&req).await
+    })
+    .await
+}
+
+/// `GET /v1/datasets/{dataset}/splits/{split}/batches`
+pub async fn get_plan(
+    State(state): State<AppState>,
+    Path((ds_name, sp_name)): Path<(String, String)>,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    let p = Params::new(q, PLAN_PARAMS)?;
+    let pq = parse_plan(&p)?;
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &ds_name)?;
+    let sp = split(ds, &sp_name)?;
+    let items = members(ds, sp, &p)?;
+    let plan = Plan {
+        samples: items.len(),
+        batch_size: pq.batch_size,
+        world_size: pq.world_size,
+        drop_last: pq.drop_last,
+    };
+    let body: Value = json!({
+        "dataset": ds.name,
+        "split": sp.name,
+        "class": p.get("class"),
+        "samples": plan.samples,
+        "batch_size": plan.batch_size,
+        "world_size": plan.world_size,
+        "drop_last": plan.drop_last,
+        "seed": pq.seed,
+        "batches": plan.steps(),
+        "padded": plan.padded(),
+        "order": {
+            "algorithm": if pq.seed.is_some() { ORDER_ALGORITHM } else { "listing" },
+            "version": ORDER_VERSION,
+        },
+    });
+    Ok(Json(body).into_response())
+}
+
+/// `GET /v1/datasets/{dataset}/splits/{split}/batches/{batch}`
+pub async fn get_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((ds_name, sp_name, b)): Path<(String, String, String)>,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    let p = Params::new(q, BATCH_PARAMS)?;
+    let step = parse_digits(&b)
+        .filter(|&n| n <= u32::MAX as usize)
+        .ok_or_else(|| {
+            AppError::param_allowed(
+                "batch",
+                format!("'{b}' is not a batch index"),
+                "a whole number: 0 up to the plan's batches - 1",
+            )
+        })?;
+    let pq = parse_plan(&p)?;
+    let epoch = parse_u64(&p, "epoch")?.unwrap_or(0);
+    let rank = p.usize_in("rank", 0, 0, MAX_WORLD - 1)?;
+    if rank >= pq.world_size {
+        return Err(AppError::param_allowed(
+            "rank",
+            format!("rank {rank} is not below world_size {}", pq.world_size),
+            format!("0..={}", pq.world_size - 1),
+        ));
+    }
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &ds_name)?;
+    let sp = split(ds, &sp_name)?;
+    let cx = QueryContext {
+        headers: &headers,
+        limits: state.pipeline.limits(),
+        path: "",
+    };
+    let chain = parse_chain(&p, &cx, ds)?;
+    let items = members(ds, sp, &p)?;
+    let plan = Plan {
+        samples: items.len(),
+        batch_size: pq.batch_size,
+        world_size: pq.world_size,
+        drop_last: pq.drop_last,
+    };
+    if step >= plan.steps() {
+        return Err(AppError::NotFound {
+            what: "batch",
+            name: b,
+            available: vec![],
+            hint: Some(format!(
+                "this plan has {} batches per rank and epoch ({} items, batch_size {}, \
+                 world_size {}, drop_last {}): 0..={}",
+                plan.steps(),
+                plan.samples,
+                plan.batch_size,
+                plan.world_size,
+                plan.drop_last,
+                plan.steps() as i64 - 1
+            )),
+        });
+    }
+    let perm = order(pq.seed, epoch, items.len());
+    let pick = |step: usize| -> Vec<(Item, bool)> {
+        plan.slots(step, rank)
+            .into_iter()
+            .map(|(pos, pad)| (items[perm[pos] as usize].clone(), pad))
+            .collect()
+    };
+    let picked = pick(step);
+    let next = (step + 1 < plan.steps()).then(|| BatchRequest {
+        dataset: ds.name.clone(),
+        split: sp.name.clone(),
+        items: pick(step + 1),
+        chain: chain.clone(),
+    });
+    let seed = pq.seed.map_or("none".to_string(), |s| s.to_string());
+    let head = format!(
+        "batch(order={ORDER_ALGORITHM}-v{ORDER_VERSION},seed={seed},epoch={epoch},n={},b={},w={},\
+         drop={},step={step},rank={rank})|",
+        plan.samples, plan.batch_size, plan.world_size, plan.drop_last
+    );
+    let stem = format!("{}_{}_e{epoch}_r{rank}_b{step}", ds.name, sp.name);
+    let req = BatchRequest {
+        dataset: ds.name.clone(),
+        split: sp.name.clone(),
+        items: picked,
+        chain,
+    };
+    let resp = respond(&state, &headers, req, head, &stem).await?;
+    // A job reading batch b reads b+1 next: have it ready.
+    if let Some(next) = next.filter(|_| resp.status().is_success()) {
+        state.pipeline.prefetch(next);
+    }
+    Ok(resp)
+}
+
+/// The body of `POST .../batch`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdList {
+    ids: Vec<String>,
+}
+
+/// `POST /v1/datasets/{dataset}/splits/{split}/batch`
+pub async fn post_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((ds_name, sp_name)): Path<(String, String)>,
+    q: RawPairs,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    let p = Params::new(q, POST_PARAMS)?;
+    let list: IdList = serde_json::from_slice(&body).map_err(|e| {
+        AppError::param_allowed(
+            "body",
+            format!("not the expected JSON: {e}"),
+            format!(r#"{{"ids": ["<item id>", ...]}} with 1..={MAX_BATCH} ids"#),
+        )
+    })?;
+    if list.ids.is_empty() || list.ids.len() > MAX_BATCH {
+        return Err(AppError::param_allowed(
+            "body",
+            format!("{} ids", list.ids.len()),
+            format!("1..={MAX_BATCH} ids"),
+        ));
+    }
+    let snap = snapshot(&state).await?;
+    let ds = dataset(&snap, &ds_name)?;
+    let sp = split(ds, &sp_name)?;
+    let cx = QueryContext {
+        headers: &headers,
+        limits: state.pipeline.limits(),
+        path: "",
+    };
+    let chain = parse_chain(&p, &cx, ds)?;
+    let mut items = Vec::with_capacity(list.ids.len());
+    for id in &list.ids {
+        let it = sp.item(id).ok_or_else(|| AppError::NotFound {
+            what: "item",
+            name: id.clone(),
+            available: vec![],
+            hint: Some(format!(
+                "ids are those of /v1/datasets/{}/splits/{}/items",
+                ds.name, sp.name
+            )),
+        })?;
+        items.push((it.clone(), false));
+    }
+    let head = "ids|".to_string();
+    let stem = format!("{}_{}_batch", ds.name, sp.name);
+    let req = BatchRequest {
+        dataset: ds.name.clone(),
+        split: sp.name.clone(),
+        items,
+        chain,
+    };
+    respond(&state, &headers, req, head, &stem).await
+}
