@@ -11,10 +11,8 @@
 # on this machine; a venv of another hash is removed when a new one is made. The client itself
 # is reinstalled from the clone every run (`pip install ./clients/python`).
 #
-# Until the binary has the batch routes (openapi.yaml declares `/batches`), the tests put
-# clients/python/tests/batch_shim.py in front of it for those routes; once it declares them
-# the shim is refused (MEDSERVE_REQUIRE_BATCH_ROUTES=1). Only 127.0.0.1 is contacted by the
-# tests. Ends with `client tests: N passed, M failed` and the stage's own time.
+# Only 127.0.0.1 is contacted by the tests. Ends with `client tests: N passed, M failed` and
+# the stage's own time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -73,9 +71,6 @@ serve_medserve "$bin" "$work/server.log" --data "$work/data"
 
 export MEDSERVE_URL MEDSERVE_BIN="$bin" MEDSERVE_DATA="$work/data"
 unset MEDSERVE_API_KEY
-if grep -q '^  /v1/datasets/{dataset}/splits/{split}/batches:' openapi.yaml; then
-    export MEDSERVE_REQUIRE_BATCH_ROUTES=1
-fi
 
 rc=0
 # From outside the clone, so the tests import the installed package, not the source folder.

@@ -1,24 +1,17 @@
-"""Fixtures: the real medserve binary serving its sample data, and the batch routes.
+"""Fixtures: the real medserve binary serving its sample data.
 
 ``MEDSERVE_URL`` names a running medserve serving ``medserve sample-data`` in
 ``MEDSERVE_DATA`` (what scripts/check-client.sh starts); without it this writes the sample data
 and starts ``MEDSERVE_BIN`` (default: the repository's target/debug/medserve) itself on a free
 127.0.0.1 port. One test starts a second server, with an API key, from the same two.
-
-The batch routes (``.../batches``, ``.../batch``) are the binary's own when it has them;
-while it answers them with 404 ``route-not-found`` the tests use ``batch_shim.Shim`` in front
-of it (a child process), unless ``MEDSERVE_REQUIRE_BATCH_ROUTES=1`` (check-client.sh sets it once openapi.yaml
-declares the routes), which makes that an error.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -26,7 +19,6 @@ import urllib3
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-BATCH_ROUTES = {"kind": None}
 
 
 def _free_port() -> int:
@@ -98,31 +90,10 @@ def medserve_url(tmp_path_factory, medserve_bin, data_dir):
 
 @pytest.fixture(scope="session")
 def url(medserve_url):
-    """Where the tests send every request: medserve itself when it has the batch routes,
-    else the shim in front of it."""
+    """medserve, checked to have the batch routes (a binary older than them fails here)."""
     r = urllib3.request(
         "GET", medserve_url + "/v1/datasets/medmnist/splits/train/batches?batch_size=2",
         retries=False)
-    if r.status == 200:
-        BATCH_ROUTES["kind"] = "medserve"
-        yield medserve_url
-        return
-    code = (json.loads(r.data) if r.data.startswith(b"{") else {}).get("code")
-    if os.environ.get("MEDSERVE_REQUIRE_BATCH_ROUTES") == "1":
-        pytest.fail(f"medserve has no batch routes (GET .../batches answered {r.status} {code}) "
-                    "though MEDSERVE_REQUIRE_BATCH_ROUTES=1")
-    assert r.status == 404 and code == "route-not-found", (r.status, r.data[:300])
-    BATCH_ROUTES["kind"] = "shim (tests/batch_shim.py in front of medserve)"
-    # In its own process: DataLoader forks its workers from this one, which should hold no
-    # server threads when it does.
-    shim = subprocess.Popen([sys.executable, str(HERE / "batch_shim.py"), medserve_url],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        yield shim.stdout.readline().strip()
-    finally:
-        stop(shim)
-
-
-def pytest_terminal_summary(terminalreporter):
-    if BATCH_ROUTES["kind"]:
-        terminalreporter.write_line(f"batch routes served by: {BATCH_ROUTES['kind']}")
+    assert r.status == 200, (f"GET .../batches answered {r.status}: is {medserve_url} a "
+                             f"medserve with the batch routes? {r.data[:300]!r}")
+    return medserve_url
