@@ -7,7 +7,7 @@
 # Python packages come from clients/python/requirements-ci.txt (every package pinned, torch
 # without its GPU stack: ../shared/FIELD-NOTES.md), installed with --no-deps into a venv
 # OUTSIDE the clone, ${XDG_CACHE_HOME:-$HOME/.cache}/medserve/client-venv-<hash of the
-# requirements and the interpreter>: created once (~1-3 min, ~4 GB), then reused by every run
+# requirements and the interpreter>: created once (~1-3 min, ~4 GB; 59 s here), then reused by every run
 # on this machine; a venv of another hash is removed when a new one is made. The client itself
 # is reinstalled from the clone every run (`pip install ./clients/python`).
 #
