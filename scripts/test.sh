@@ -14,9 +14,10 @@
 # --fail-fast): the remaining stages still run, so one run shows every failure, and the exit
 # status is 1 when any stage failed (2 on a usage error).
 #
-# Builds: test, readme, python and browser share one debug build (the scripts take the binary
-# from `cargo test`'s build: build_debug_medserve in scripts/lib.sh); schemathesis and load
-# share the release build; fuzz has its own (AddressSanitizer, fuzz/target); clippy checks.
+# Builds: test, readme, python, client and browser share one debug build (the scripts take
+# the binary from `cargo test`'s build: build_debug_medserve in scripts/lib.sh); schemathesis
+# and load share the release build; fuzz has its own (AddressSanitizer, fuzz/target); clippy
+# checks. client's Python venv (torch) lives outside the clone, reused across runs.
 #
 # Counting: every stage ends its output with a line that states its own count,
 # `<what>: N passed, M failed` or `<what>: N passed (...)` (the scripts' closing lines, e.g.
@@ -27,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STAGES=(fmt clippy containers test readme python browser schemathesis load fuzz)
+STAGES=(fmt clippy containers test readme python client browser schemathesis load fuzz)
 QUICK=(fmt clippy test)
 declare -A ABOUT=(
     [fmt]="cargo fmt --check: the crate and fuzz/fuzz_targets"
@@ -36,6 +37,7 @@ declare -A ABOUT=(
     [test]="cargo test --all-targets: unit, HTTP, S3, MONAI parity, OpenAPI contract, bench smoke"
     [readme]="README.md's curl lines against the debug binary (scripts/check-readme.sh)"
     [python]="numpy and nibabel read the debug binary's responses (scripts/check-python.sh)"
+    [client]="the Python client + torch DataLoader against the debug binary (check-client.sh)"
     [browser]="headless Chromium, cross-origin reads of the debug binary (scripts/check-browser.sh)"
     [schemathesis]="schemathesis: openapi.yaml against the release binary (check-schemathesis.sh)"
     [load]="60 s mixed load on the release binary, 0 errors, bounded RSS (scripts/load-mix.sh)"
@@ -69,6 +71,7 @@ stage_containers() { scripts/check-containers.sh; }
 stage_test() { cargo test --locked --all-targets; }
 stage_readme() { scripts/check-readme.sh; }
 stage_python() { scripts/check-python.sh; }
+stage_client() { scripts/check-client.sh; }
 stage_browser() { scripts/check-browser.sh; }
 stage_schemathesis() { scripts/check-schemathesis.sh; }
 stage_load() { scripts/load-mix.sh; }
