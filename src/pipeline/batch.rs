@@ -338,7 +338,8 @@ impl Pipeline {
         }
         let with_label = labelled != 0;
         let per_value = 4 + u64::from(with_label);
-        let (one, _) = Box::pin(self.volume_item(&req.items[0].0, query.clone(), with_label)).await?;
+        let (one, _) =
+            Box::pin(self.volume_item(&req.items[0].0, query.clone(), with_label)).await?;
         self.check_size(req, req.items.len(), one.data.shape(), per_value)?;
         let parts: Vec<(Arc<Tensor>, Option<Arc<Mask>>)> = futures::stream::iter(req.items.clone())
             .map(|(it, _)| {

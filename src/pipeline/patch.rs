@@ -287,17 +287,26 @@ impl Pipeline {
             split,
             item: &item.id,
         };
+        // A request the spec allows on data that has nothing to centre a patch on: like a
+        // slice past the end, data that does not exist (404), not a bad request or file.
         let centers = draw_centers(&scope, q.ratio(), &ix, q.num, q.patch).ok_or_else(|| {
             let why = if q.image_threshold.is_some() {
                 "no background voxel where the image exceeds image_threshold"
             } else {
                 "no background voxel"
             };
-            PipelineError::Undecodable {
-                key: item.label.as_ref().map(|l| l.key.clone()).unwrap_or_default(),
-                message: format!(
-                    "no voxel to centre a patch on: the label (after the label selection) has no foreground and {why}"
-                ),
+            PipelineError::Missing {
+                what: "patch-centre",
+                name: item.id.clone(),
+                available: vec![],
+                hint: Some(format!(
+                    "no voxel to centre a patch on: the label '{}' (after the label selection) \
+                     has no foreground and {why}; change labels= or image_threshold=",
+                    item.label
+                        .as_ref()
+                        .map(|l| l.key.as_str())
+                        .unwrap_or_default()
+                )),
             }
         })?;
         let patch = q.patch;
