@@ -346,15 +346,16 @@ pub async fn get_plan(
     Ok(Json(body).into_response())
 }
 
-/// `GET /v1/datasets/{dataset}/splits/{split}/batches/{batch}`
-pub async fn get_batch(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((ds_name, sp_name, b)): Path<(String, String, String)>,
-    q: RawPairs,
-) -> Result<Response, AppError> {
-    let p = Params::new(q, BATCH_PARAMS)?;
-    let step = parse_digits(&b)
+/// Where a batch sits: the plan's parameters, the epoch, the rank and the batch index.
+struct Position {
+    plan: PlanQuery,
+    epoch: u64,
+    rank: usize,
+    step: usize,
+}
+
+fn parse_position(p: &Params, b: &str) -> Result<Position, AppError> {
+    let step = parse_digits(b)
         .filter(|&n| n <= u32::MAX as usize)
         .ok_or_else(|| {
             AppError::param_allowed(
@@ -363,16 +364,56 @@ pub async fn get_batch(
                 "a whole number: 0 up to the plan's batches - 1",
             )
         })?;
-    let pq = parse_plan(&p)?;
-    let epoch = parse_u64(&p, "epoch")?.unwrap_or(0);
+    let plan = parse_plan(p)?;
+    let epoch = parse_u64(p, "epoch")?.unwrap_or(0);
     let rank = p.usize_in("rank", 0, 0, MAX_WORLD - 1)?;
-    if rank >= pq.world_size {
+    if rank >= plan.world_size {
         return Err(AppError::param_allowed(
             "rank",
-            format!("rank {rank} is not below world_size {}", pq.world_size),
-            format!("0..={}", pq.world_size - 1),
+            format!("rank {rank} is not below world_size {}", plan.world_size),
+            format!("0..={}", plan.world_size - 1),
         ));
     }
+    Ok(Position {
+        plan,
+        epoch,
+        rank,
+        step,
+    })
+}
+
+fn batch_not_found(plan: &Plan, b: String) -> AppError {
+    AppError::NotFound {
+        what: "batch",
+        name: b,
+        available: vec![],
+        hint: Some(format!(
+            "this plan has {} batches per rank and epoch ({} items, batch_size {}, world_size \
+             {}, drop_last {}): 0..={}",
+            plan.steps(),
+            plan.samples,
+            plan.batch_size,
+            plan.world_size,
+            plan.drop_last,
+            plan.steps() as i64 - 1
+        )),
+    }
+}
+
+/// `GET /v1/datasets/{dataset}/splits/{split}/batches/{batch}`
+pub async fn get_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((ds_name, sp_name, b)): Path<(String, String, String)>,
+    q: RawPairs,
+) -> Result<Response, AppError> {
+    let p = Params::new(q, BATCH_PARAMS)?;
+    let Position {
+        plan: pq,
+        epoch,
+        rank,
+        step,
+    } = parse_position(&p, &b)?;
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &ds_name)?;
     let sp = split(ds, &sp_name)?;
@@ -390,36 +431,19 @@ pub async fn get_batch(
         drop_last: pq.drop_last,
     };
     if step >= plan.steps() {
-        return Err(AppError::NotFound {
-            what: "batch",
-            name: b,
-            available: vec![],
-            hint: Some(format!(
-                "this plan has {} batches per rank and epoch ({} items, batch_size {}, \
-                 world_size {}, drop_last {}): 0..={}",
-                plan.steps(),
-                plan.samples,
-                plan.batch_size,
-                plan.world_size,
-                plan.drop_last,
-                plan.steps() as i64 - 1
-            )),
-        });
+        return Err(batch_not_found(&plan, b));
     }
     let perm = order(pq.seed, epoch, items.len());
-    let pick = |step: usize| -> Vec<(Item, bool)> {
-        plan.slots(step, rank)
-            .into_iter()
-            .map(|(pos, pad)| (items[perm[pos] as usize].clone(), pad))
-            .collect()
-    };
-    let picked = pick(step);
-    let next = (step + 1 < plan.steps()).then(|| BatchRequest {
+    let batch = |step: usize| BatchRequest {
         dataset: ds.name.clone(),
         split: sp.name.clone(),
-        items: pick(step + 1),
+        items: plan
+            .slots(step, rank)
+            .into_iter()
+            .map(|(pos, pad)| (items[perm[pos] as usize].clone(), pad))
+            .collect(),
         chain: chain.clone(),
-    });
+    };
     let seed = pq.seed.map_or("none".to_string(), |s| s.to_string());
     let head = format!(
         "batch(order={ORDER_ALGORITHM}-v{ORDER_VERSION},seed={seed},epoch={epoch},n={},b={},w={},\
@@ -427,16 +451,10 @@ pub async fn get_batch(
         plan.samples, plan.batch_size, plan.world_size, plan.drop_last
     );
     let stem = format!("{}_{}_e{epoch}_r{rank}_b{step}", ds.name, sp.name);
-    let req = BatchRequest {
-        dataset: ds.name.clone(),
-        split: sp.name.clone(),
-        items: picked,
-        chain,
-    };
-    let resp = respond(&state, &headers, req, head, &stem).await?;
+    let resp = respond(&state, &headers, batch(step), head, &stem).await?;
     // A job reading batch b reads b+1 next: have it ready.
-    if let Some(next) = next.filter(|_| resp.status().is_success()) {
-        state.pipeline.prefetch(next);
+    if resp.status().is_success() && step + 1 < plan.steps() {
+        state.pipeline.prefetch(batch(step + 1));
     }
     Ok(resp)
 }

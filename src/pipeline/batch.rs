@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
+use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Axis};
 use sha2::{Digest, Sha256};
 
 use super::augment::{Augment, Drawn};
@@ -29,7 +29,7 @@ use super::patch::{PatchQuery, Patches};
 use super::{Chain2d, Pipeline, PipelineError, VolumeQuery, missing_label};
 use crate::cache::{Mask, Tensor};
 use crate::catalog::Item;
-use crate::imaging::encode::{Encoded, NpzBuilder};
+use crate::imaging::encode::{EncodeError, Encoded, NpzBuilder};
 use crate::imaging::spatial::{self, SpatialAxes};
 use crate::metrics::Metrics;
 
@@ -161,103 +161,148 @@ fn in_flight(workers: usize) -> usize {
     (workers * 2).max(2)
 }
 
+/// What a batch's samples are, besides their pixels: one row per sample.
+struct Samples {
+    ids: Vec<String>,
+    pad: Array1<bool>,
+    drawn: Vec<Drawn>,
+}
+
+/// The stacked arrays of a batch.
+struct Stacked {
+    image: ArrayD<f32>,
+    /// Masks `(N, 1, ...)`.
+    masks: Option<ArrayD<u8>>,
+    /// Class indices `(N,)`.
+    classes: Option<Array1<i64>>,
+    /// Patch centres `(N, 3)`.
+    center: Option<Array2<i64>>,
+}
+
+/// The `.npz` of a batch: its arrays, then `id`, `pad` and what each random transform drew.
+fn batch_npz(s: &Stacked, rows: &Samples, augment: &Augment) -> Result<Encoded, EncodeError> {
+    let mut w = NpzBuilder::new();
+    w.array("image", &s.image)?;
+    if let Some(c) = &s.classes {
+        w.array("label", c)?;
+    }
+    if let Some(m) = &s.masks {
+        w.array("label", m)?;
+    }
+    if let Some(c) = &s.center {
+        w.array("center", c)?;
+    }
+    let ids: Vec<&str> = rows.ids.iter().map(String::as_str).collect();
+    w.strings("id", &ids)?;
+    w.array("pad", &rows.pad)?;
+    if augment.flip.is_some() {
+        let fired: Array1<bool> = rows
+            .drawn
+            .iter()
+            .map(|d| matches!(d.flip, Some(Some(_))))
+            .collect();
+        w.array("rand_flip", &fired)?;
+    }
+    if augment.rotate.is_some() {
+        let angle: Array1<f64> = rows
+            .drawn
+            .iter()
+            .map(|d| d.rotate_angle().unwrap_or(f64::NAN))
+            .collect();
+        w.array("rand_rotate", &angle)?;
+    }
+    w.encoded()
+}
+
+/// The shape every array of a batch shares, or a 422 naming the first item that differs.
+fn same_shapes<'a>(
+    req: &BatchRequest,
+    shapes: impl IntoIterator<Item = &'a [usize]>,
+    remedy: &str,
+) -> Result<Vec<usize>, PipelineError> {
+    let mut shapes = shapes.into_iter().enumerate();
+    let first = shapes.next().map(|(_, s)| s.to_vec()).unwrap_or_default();
+    match shapes.find(|(_, s)| *s != first.as_slice()) {
+        None => Ok(first),
+        Some((i, s)) => Err(PipelineError::Undecodable {
+            key: req.items[i].0.image.key.clone(),
+            message: format!(
+                "its array has shape {s:?} after the chain and the batch's first item's ({}) \
+                 {first:?}: a batch stacks equal shapes; {remedy}",
+                req.items[0].0.id
+            ),
+        }),
+    }
+}
+
+/// `a` flipped along `axes` (a copy when there are none).
+fn flipped<T: Clone>(a: ArrayViewD<'_, T>, axes: SpatialAxes) -> ArrayD<T> {
+    if axes.is_empty() {
+        a.to_owned()
+    } else {
+        spatial::flip(a, axes)
+    }
+}
+
+/// Arrays of one shape stacked along a new first axis.
+fn stacked<T: Clone>(arrays: &[ArrayD<T>]) -> ArrayD<T> {
+    let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
+    ndarray::stack(Axis(0), &views).expect("one shape, checked by same_shapes")
+}
+
 impl Pipeline {
-    /// The batch as an `.npz`: `image` float32 `(B, C, ...)`, `label` (int64 class indices,
-    /// or uint8 masks `(B, 1, ...)`), `id`, `pad`, and per random transform what it drew
-    /// (`rand_flip` bool, `rand_rotate` float64 radians, NaN when it did not fire).
+    /// The batch as an `.npz`: `image` float32 `(N, C, ...)`, `label` (int64 class indices,
+    /// or uint8 masks `(N, 1, ...)`), `center` for patches, `id`, `pad`, and per random
+    /// transform what it drew (`rand_flip` bool, `rand_rotate` float64 radians, NaN when it
+    /// did not fire). `N` is the batch's items, times `patches_per_item` for patches.
     pub async fn batch(&self, req: &BatchRequest) -> Result<Encoded, PipelineError> {
         let augment = *req.chain.augment();
         let drawn: Vec<Drawn> = req
             .items
             .iter()
-            .map(|(it, _)| {
-                if augment.is_empty() {
-                    Drawn::default()
-                } else {
-                    augment.draw(&req.dataset, &req.split, &it.id)
-                }
+            .map(|(it, _)| match augment.is_empty() {
+                true => Drawn::default(),
+                false => augment.draw(&req.dataset, &req.split, &it.id),
             })
             .collect();
-        // Each item gives `reps` samples (its patches, or itself).
-        let (image, label, center, reps) = match &req.chain {
-            BatchChain::Image { chain, .. } => {
-                (self.image_stack(req, *chain, &drawn).await?, None, None, 1)
-            }
-            BatchChain::Volume { query, .. } => {
-                let (i, l) = self.volume_stack(req, query, &drawn).await?;
-                (i, l, None, 1)
-            }
+        // Each item gives `reps` samples: its patches, or itself.
+        let (stacked, reps) = match &req.chain {
+            BatchChain::Image { chain, .. } => (self.image_stack(req, *chain, &drawn).await?, 1),
+            BatchChain::Volume { query, .. } => (self.volume_stack(req, query, &drawn).await?, 1),
             BatchChain::Patches { query, .. } => {
-                let (i, l, c) = self.patch_stack(req, query, &drawn).await?;
-                (i, Some(l), Some(c), query.num)
+                (self.patch_stack(req, query, &drawn).await?, query.num)
             }
         };
-        let repeat = |k: usize| std::iter::repeat_n(k, reps);
-        let per_sample: Vec<usize> = (0..req.items.len()).flat_map(repeat).collect();
-        let ids: Vec<String> = per_sample
-            .iter()
-            .map(|&k| req.items[k].0.id.clone())
+        let of_sample: Vec<usize> = (0..req.items.len())
+            .flat_map(|k| std::iter::repeat_n(k, reps))
             .collect();
-        let pad: Array1<bool> = per_sample.iter().map(|&k| req.items[k].1).collect();
-        let drawn: Vec<Drawn> = per_sample.iter().map(|&k| drawn[k]).collect();
-        let classes: Option<Array1<i64>> = match &req.chain {
-            BatchChain::Image { .. } => Some(
-                req.items
-                    .iter()
-                    .map(|(it, _)| it.class.map_or(-1, |c| c as i64))
-                    .collect(),
-            ),
-            _ => None,
+        let rows = Samples {
+            ids: of_sample
+                .iter()
+                .map(|&k| req.items[k].0.id.clone())
+                .collect(),
+            pad: of_sample.iter().map(|&k| req.items[k].1).collect(),
+            drawn: of_sample.iter().map(|&k| drawn[k]).collect(),
         };
         let t = std::time::Instant::now();
         let encoded = self
             .pool
-            .run(move || -> Result<Encoded, String> {
-                let mut w = NpzBuilder::new();
-                let err = |e: crate::imaging::encode::EncodeError| e.to_string();
-                w.array("image", &image).map_err(err)?;
-                if let Some(c) = &classes {
-                    w.array("label", c).map_err(err)?;
-                }
-                if let Some(l) = &label {
-                    w.array("label", l).map_err(err)?;
-                }
-                if let Some(c) = &center {
-                    w.array("center", c).map_err(err)?;
-                }
-                let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                w.strings("id", &id_refs).map_err(err)?;
-                w.array("pad", &pad).map_err(err)?;
-                if augment.flip.is_some() {
-                    let a: Array1<bool> = drawn
-                        .iter()
-                        .map(|d| matches!(d.flip, Some(Some(_))))
-                        .collect();
-                    w.array("rand_flip", &a).map_err(err)?;
-                }
-                if augment.rotate.is_some() {
-                    let a: Array1<f64> = drawn
-                        .iter()
-                        .map(|d| d.rotate_angle().unwrap_or(f64::NAN))
-                        .collect();
-                    w.array("rand_rotate", &a).map_err(err)?;
-                }
-                w.encoded().map_err(err)
-            })
+            .run(move || batch_npz(&stacked, &rows, &augment))
             .await?
-            .map_err(PipelineError::Internal)?;
+            .map_err(|e| PipelineError::Internal(e.to_string()))?;
         Metrics::time(&self.metrics.encode_us, t);
         Ok(encoded)
     }
 
     /// Each item through the deterministic chain (cached alone), then its drawn flip/rotate
-    /// (not cached: a random angle is rarely asked for twice), stacked.
+    /// (not cached: a random angle is rarely asked for twice), stacked; labels are the
+    /// items' class indices.
     async fn image_stack(
         &self,
         req: &BatchRequest,
         chain: Chain2d,
         drawn: &[Drawn],
-    ) -> Result<ArrayD<f32>, PipelineError> {
+    ) -> Result<Stacked, PipelineError> {
         // Random steps come after the chain's deterministic part, which is cached per item;
         // with none, the whole chain is (so a batch shares entries with the image route).
         let random = !req.chain.augment().is_empty();
@@ -278,45 +323,39 @@ impl Pipeline {
             .buffered(in_flight(self.pool.workers()))
             .try_collect()
             .await?;
-        let first = tensors[0].data.shape().to_vec();
-        if let Some((i, t)) = tensors
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.data.shape() != first.as_slice())
-        {
-            let it = &req.items[i].0;
-            return Err(PipelineError::Undecodable {
-                key: it.image.key.clone(),
-                message: format!(
-                    "its image has shape {:?} after the chain and the batch's first item ({}) \
-                     {:?}: a batch stacks equal shapes (channels=1 makes every image one \
-                     channel)",
-                    t.data.shape(),
-                    req.items[0].0.id,
-                    first
-                ),
-            });
-        }
+        same_shapes(
+            req,
+            tensors.iter().map(|t| t.data.shape()),
+            "channels=1 makes every image one channel",
+        )?;
         let chains: Vec<Chain2d> = drawn.iter().map(|d| chain.with_drawn(d)).collect();
+        let classes = req
+            .items
+            .iter()
+            .map(|(it, _)| it.class.map_or(-1, |c| c as i64))
+            .collect();
         let t = std::time::Instant::now();
-        let out = self
+        let image = self
             .pool
             .run(move || {
-                let mut shape = vec![tensors.len()];
-                shape.extend_from_slice(&first);
-                let mut out = ArrayD::<f32>::zeros(IxDyn(&shape));
-                for ((mut slot, t), c) in out.outer_iter_mut().zip(&tensors).zip(&chains) {
-                    if random && c.has_spatial_steps() {
-                        slot.assign(&c.apply_spatial(t.data.clone()));
-                    } else {
-                        slot.assign(&t.data);
-                    }
-                }
-                out
+                let done: Vec<ArrayD<f32>> = tensors
+                    .iter()
+                    .zip(&chains)
+                    .map(|(t, c)| match random && c.has_spatial_steps() {
+                        true => c.apply_spatial(t.data.clone()),
+                        false => t.data.clone(),
+                    })
+                    .collect();
+                stacked(&done)
             })
             .await?;
         Metrics::time(&self.metrics.transform_us, t);
-        Ok(out)
+        Ok(Stacked {
+            image,
+            masks: None,
+            classes: Some(classes),
+            center: None,
+        })
     }
 
     /// Each item's volume (and mask, when the split has them) through the 3D chain, cached
@@ -326,21 +365,22 @@ impl Pipeline {
         req: &BatchRequest,
         query: &VolumeQuery,
         drawn: &[Drawn],
-    ) -> Result<(ArrayD<f32>, Option<ArrayD<u8>>), PipelineError> {
-        let labelled = req
-            .items
-            .iter()
-            .filter(|(it, _)| it.label.is_some())
-            .count();
-        if labelled != 0 && labelled != req.items.len() {
-            let (it, _) = req.items.iter().find(|(it, _)| it.label.is_none()).unwrap();
+    ) -> Result<Stacked, PipelineError> {
+        let unlabelled = req.items.iter().find(|(it, _)| it.label.is_none());
+        let with_label = unlabelled.is_none();
+        if let Some((it, _)) =
+            unlabelled.filter(|_| req.items.iter().any(|(i, _)| i.label.is_some()))
+        {
             return Err(missing_label(it));
         }
-        let with_label = labelled != 0;
-        let per_value = 4 + u64::from(with_label);
         let (one, _) =
             Box::pin(self.volume_item(&req.items[0].0, query.clone(), with_label)).await?;
-        self.check_size(req, req.items.len(), one.data.shape(), per_value)?;
+        self.check_size(
+            req,
+            req.items.len(),
+            one.data.shape(),
+            4 + u64::from(with_label),
+        )?;
         let parts: Vec<(Arc<Tensor>, Option<Arc<Mask>>)> = futures::stream::iter(req.items.clone())
             .map(|(it, _)| {
                 let (this, query) = (self.clone(), query.clone());
@@ -349,58 +389,36 @@ impl Pipeline {
             .buffered(in_flight(self.pool.workers()))
             .try_collect()
             .await?;
-        let first = parts[0].0.data.shape().to_vec();
-        if let Some((i, (t, _))) = parts
-            .iter()
-            .enumerate()
-            .find(|(_, (t, _))| t.data.shape() != first.as_slice())
-        {
-            let it = &req.items[i].0;
-            return Err(PipelineError::Undecodable {
-                key: it.image.key.clone(),
-                message: format!(
-                    "its volume has shape {:?} after the chain and the batch's first item ({}) \
-                     {:?}: a batch stacks equal grids; ask for one with size=X,Y,Z",
-                    t.data.shape(),
-                    req.items[0].0.id,
-                    first
-                ),
-            });
-        }
+        same_shapes(
+            req,
+            parts.iter().map(|(t, _)| t.data.shape()),
+            "ask for one grid with size=X,Y,Z",
+        )?;
         let flips: Vec<SpatialAxes> = drawn.iter().map(|d| d.flip_axes()).collect();
         let t = std::time::Instant::now();
-        let out = self
+        let (image, masks) = self
             .pool
             .run(move || {
-                let n = parts.len();
-                let mut shape = vec![n];
-                shape.extend_from_slice(&first);
-                let mut image = ArrayD::<f32>::zeros(IxDyn(&shape));
-                shape[1] = 1;
-                let mut label = with_label.then(|| ArrayD::<u8>::zeros(IxDyn(&shape)));
-                for (k, ((t, m), flip)) in parts.iter().zip(&flips).enumerate() {
-                    let mut slot = image.index_axis_mut(Axis(0), k);
-                    if flip.is_empty() {
-                        slot.assign(&t.data);
-                    } else {
-                        slot.assign(&spatial::flip(t.data.view(), *flip));
-                    }
-                    if let (Some(label), Some(m)) = (label.as_mut(), m) {
-                        let mut slot = label.slice_axis_mut(Axis(0), Slice::from(k..k + 1));
-                        let m = m.0.view().insert_axis(Axis(0));
-                        if flip.is_empty() {
-                            slot.assign(&m);
-                        } else {
-                            let f = spatial::flip(m.index_axis(Axis(0), 0), *flip);
-                            slot.assign(&f.insert_axis(Axis(0)));
-                        }
-                    }
-                }
-                (image, label)
+                let image: Vec<_> = parts
+                    .iter()
+                    .zip(&flips)
+                    .map(|((t, _), f)| flipped(t.data.view(), *f))
+                    .collect();
+                let masks: Option<Vec<_>> = parts
+                    .iter()
+                    .zip(&flips)
+                    .map(|((_, m), f)| m.as_ref().map(|m| flipped(m.0.view(), *f)))
+                    .collect();
+                (stacked(&image), masks.map(|m| stacked(&m)))
             })
             .await?;
         Metrics::time(&self.metrics.transform_us, t);
-        Ok(out)
+        Ok(Stacked {
+            image,
+            masks,
+            classes: None,
+            center: None,
+        })
     }
 
     /// Warms `next`'s items in the cache in the background, one item at a time (one worker at
@@ -458,7 +476,7 @@ impl Pipeline {
         req: &BatchRequest,
         query: &PatchQuery,
         drawn: &[Drawn],
-    ) -> Result<(ArrayD<f32>, ArrayD<u8>, Array2<i64>), PipelineError> {
+    ) -> Result<Stacked, PipelineError> {
         if let Some((it, _)) = req.items.iter().find(|(it, _)| it.label.is_none()) {
             return Err(missing_label(it));
         }
@@ -474,70 +492,35 @@ impl Pipeline {
             .buffered(in_flight(self.pool.workers()))
             .try_collect()
             .await?;
-        let first = parts[0].image.shape()[1..].to_vec();
-        if let Some((i, p)) = parts
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.image.shape()[1..] != first[..])
-        {
-            return Err(PipelineError::Undecodable {
-                key: req.items[i].0.image.key.clone(),
-                message: format!(
-                    "its patches have shape {:?} and the batch's first item's {:?} (a patch side \
-                     larger than a grid takes the whole axis): a batch stacks equal shapes; ask \
-                     for a smaller patch or one grid with size=X,Y,Z",
-                    &p.image.shape()[1..],
-                    first
-                ),
-            });
-        }
-        self.check_size(req, samples, &first, 5)?;
+        let shape = same_shapes(
+            req,
+            parts.iter().map(|p| &p.image.shape()[1..]),
+            "a patch side larger than a grid takes the whole axis: ask for a smaller patch or \
+             one grid with size=X,Y,Z",
+        )?;
+        self.check_size(req, samples, &shape, 5)?;
         let flips: Vec<SpatialAxes> = drawn.iter().map(|d| d.flip_axes()).collect();
         let t = std::time::Instant::now();
         let out = self
             .pool
             .run(move || {
-                let flipped = |a: ArrayViewD<'_, f32>, f: SpatialAxes| {
-                    if f.is_empty() {
-                        a.to_owned()
-                    } else {
-                        spatial::flip(a, f)
-                    }
+                let per_patch = |f: &SpatialAxes, p: &Patches| {
+                    let image: Vec<_> = p.image.outer_iter().map(|a| flipped(a, *f)).collect();
+                    let label: Vec<_> = p.label.outer_iter().map(|a| flipped(a, *f)).collect();
+                    (image, label)
                 };
-                let flipped8 = |a: ArrayViewD<'_, u8>, f: SpatialAxes| {
-                    if f.is_empty() {
-                        a.to_owned()
-                    } else {
-                        spatial::flip(a, f)
-                    }
-                };
-                let image: Vec<ArrayD<f32>> = parts
+                let (image, label): (Vec<_>, Vec<_>) = flips
                     .iter()
-                    .zip(&flips)
-                    .flat_map(|(p, f)| {
-                        p.image
-                            .outer_iter()
-                            .map(|a| flipped(a, *f))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                let label: Vec<ArrayD<u8>> = parts
-                    .iter()
-                    .zip(&flips)
-                    .flat_map(|(p, f)| {
-                        p.label
-                            .outer_iter()
-                            .map(|a| flipped8(a, *f))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                let views: Vec<_> = image.iter().map(|a| a.view()).collect();
-                let image = ndarray::stack(Axis(0), &views).expect("equal shapes, checked");
-                let views: Vec<_> = label.iter().map(|a| a.view()).collect();
-                let label = ndarray::stack(Axis(0), &views).expect("equal shapes, checked");
+                    .zip(&parts)
+                    .map(|(f, p)| per_patch(f, p))
+                    .unzip();
                 let centers: Vec<_> = parts.iter().map(|p| p.center.view()).collect();
-                let center = ndarray::concatenate(Axis(0), &centers).expect("(num, 3) each");
-                (image, label, center)
+                Stacked {
+                    image: stacked(&image.concat()),
+                    masks: Some(stacked(&label.concat())),
+                    classes: None,
+                    center: Some(ndarray::concatenate(Axis(0), &centers).expect("(num, 3) each")),
+                }
             })
             .await?;
         Metrics::time(&self.metrics.transform_us, t);
