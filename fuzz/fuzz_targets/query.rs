@@ -1,8 +1,9 @@
 //! Query-string parsing, exactly as a request reaches it: the query of an `http::Uri` through
 //! axum's `Query::try_from_uri` (what the `RawPairs` extractor runs; its rejection becomes our
 //! error), then `Params::new` against a route's allowed names and the route's parsing: the
-//! image route (`ImageQuery`, content negotiation) and the item list (`limit`,
-//! `offset`, as `list_items` reads them). Errors must be 4xx problem+json responses, never
+//! image route (`ImageQuery`, content negotiation), the item list (`limit`, `offset`, as
+//! `list_items` reads them), the slice, volume and patch routes, and the batch route's
+//! position and chain grammars for either kind of dataset. Errors must be 4xx problem+json responses, never
 //! panics. Bytes that no URI holds go straight to serde_urlencoded, the same deserializer.
 //!
 //! Input layout: `[ACCEPT "\n"] QUERY`. A request's query cannot hold a raw newline, so text
@@ -13,14 +14,17 @@ use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::IntoResponse;
 use libfuzzer_sys::fuzz_target;
+use medserve::api::batches::{BATCH_PARAMS, parse_chain, parse_position};
 use medserve::api::datasets::ITEM_LIST_PARAMS;
 use medserve::api::extract::{Params, RawPairs};
 use medserve::api::images::ImageQuery;
 use medserve::api::item::{QueryContext, RouteQuery};
+use medserve::api::volumes::query::VolumeRequest;
 use medserve::cache::Canonical;
+use medserve::catalog::Kind;
 use medserve::config::Limits;
 use medserve::error::AppError;
-use medserve::pipeline::{SliceQuery, VolumeQuery};
+use medserve::pipeline::{PatchQuery, SliceQuery};
 
 /// What the handler would answer with on this error: status, problem+json body and headers.
 fn render(e: AppError) {
@@ -108,7 +112,7 @@ fuzz_target!(|data: &[u8]| {
     for ext in ["", ".nii.gz", ".npz"] {
         let path = format!("{ITEM}/volume{ext}");
         if let Err(e) =
-            parse::<VolumeQuery>(RawPairs(pairs.clone()), &context(&headers, &limits, &path))
+            parse::<VolumeRequest>(RawPairs(pairs.clone()), &context(&headers, &limits, &path))
         {
             render(e);
         }
@@ -118,5 +122,20 @@ fuzz_target!(|data: &[u8]| {
         &context(&headers, &limits, &format!("{ITEM}/slice")),
     ) {
         render(e);
+    }
+    if let Err(e) = parse::<PatchQuery>(
+        RawPairs(pairs.clone()),
+        &context(&headers, &limits, &format!("{ITEM}/patches")),
+    ) {
+        render(e);
+    }
+    // The batch route: its position, then the chain of either kind of dataset.
+    for kind in [Kind::Classification, Kind::Segmentation] {
+        let cx = context(&headers, &limits, "/v1/datasets/d/splits/s/batches/0");
+        let parsed = Params::new(RawPairs(pairs.clone()), BATCH_PARAMS)
+            .and_then(|p| parse_position(&p, "0").and_then(|_| parse_chain(&p, &cx, kind, "d")));
+        if let Err(e) = parsed {
+            render(e);
+        }
     }
 });

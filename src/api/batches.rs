@@ -134,11 +134,11 @@ pub const POST_PARAMS: &[&str] = &[
 ];
 
 /// The plan's parameters, parsed.
-struct PlanQuery {
-    batch_size: usize,
-    seed: Option<u64>,
-    world_size: usize,
-    drop_last: bool,
+pub struct PlanQuery {
+    pub batch_size: usize,
+    pub seed: Option<u64>,
+    pub world_size: usize,
+    pub drop_last: bool,
 }
 
 fn parse_plan(p: &Params) -> Result<PlanQuery, AppError> {
@@ -167,9 +167,15 @@ fn members<'a>(ds: &Dataset, sp: &'a Split, p: &Params) -> Result<Vec<&'a Item>,
         .collect())
 }
 
-/// The chain for the dataset's kind; a parameter of the other kind is a 400 naming it.
-fn parse_chain(p: &Params, cx: &QueryContext<'_>, ds: &Dataset) -> Result<BatchChain, AppError> {
-    let (foreign, allowed_random, rank, what) = match ds.kind {
+/// The chain for a dataset of `kind` named `name`; a parameter of the other kind is a 400
+/// naming it.
+pub fn parse_chain(
+    p: &Params,
+    cx: &QueryContext<'_>,
+    kind: Kind,
+    name: &str,
+) -> Result<BatchChain, AppError> {
+    let (foreign, allowed_random, rank, what) = match kind {
         Kind::Classification => (VOLUME_ONLY, PARAMS_2D, 2, "2D images"),
         Kind::Segmentation => (IMAGE_ONLY, PARAMS_3D, 3, "3D volumes"),
     };
@@ -180,14 +186,11 @@ fn parse_chain(p: &Params, cx: &QueryContext<'_>, ds: &Dataset) -> Result<BatchC
     if let Some(n) = stray {
         return Err(AppError::param(
             *n,
-            format!(
-                "dataset '{}' holds {what}: {n} applies to the other kind of dataset",
-                ds.name
-            ),
+            format!("dataset '{name}' holds {what}: {n} applies to the other kind of dataset"),
         ));
     }
     let augment = parse_augment(p, rank)?;
-    Ok(match ds.kind {
+    Ok(match kind {
         Kind::Classification => BatchChain::Image {
             chain: parse_chain2d(p, cx.limits)?,
             augment,
@@ -347,14 +350,14 @@ pub async fn get_plan(
 }
 
 /// Where a batch sits: the plan's parameters, the epoch, the rank and the batch index.
-struct Position {
-    plan: PlanQuery,
-    epoch: u64,
-    rank: usize,
-    step: usize,
+pub struct Position {
+    pub plan: PlanQuery,
+    pub epoch: u64,
+    pub rank: usize,
+    pub step: usize,
 }
 
-fn parse_position(p: &Params, b: &str) -> Result<Position, AppError> {
+pub fn parse_position(p: &Params, b: &str) -> Result<Position, AppError> {
     let step = parse_digits(b)
         .filter(|&n| n <= u32::MAX as usize)
         .ok_or_else(|| {
@@ -422,7 +425,7 @@ pub async fn get_batch(
         limits: state.pipeline.limits(),
         path: "",
     };
-    let chain = parse_chain(&p, &cx, ds)?;
+    let chain = parse_chain(&p, &cx, ds.kind, &ds.name)?;
     let items = members(ds, sp, &p)?;
     let plan = Plan {
         samples: items.len(),
@@ -497,7 +500,7 @@ pub async fn post_batch(
         limits: state.pipeline.limits(),
         path: "",
     };
-    let chain = parse_chain(&p, &cx, ds)?;
+    let chain = parse_chain(&p, &cx, ds.kind, &ds.name)?;
     let mut items = Vec::with_capacity(list.ids.len());
     for id in &list.ids {
         let it = sp.item(id).ok_or_else(|| AppError::NotFound {
