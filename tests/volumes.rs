@@ -1338,6 +1338,17 @@ async fn volume_nii_gz_is_never_content_encoded_but_npy_and_json_are() {
     assert_eq!(j.header("content-encoding"), "gzip");
     let meta: Value = serde_json::from_slice(&gunzip(&j.body)).unwrap();
     assert_eq!(meta["volume"]["shape"], serde_json::json!([64, 64, 24]));
+
+    // Past 32 MiB a body goes as it is: compressing it would hold a runtime thread for
+    // seconds (256^3 float32 is 64 MiB).
+    let big = get_with(&app, &format!("{SPLEEN}/volume?size=256,256,256"), &gzip).await;
+    ok(&big, "large npy");
+    assert_eq!(big.header("content-encoding"), "");
+    assert_eq!(
+        big.body.len() as u64,
+        4 * 256 * 256 * 256 + 128,
+        "an npy header and the voxels"
+    );
 }
 
 #[tokio::test]

@@ -233,6 +233,26 @@ fn cors_layer(cors: &CorsOrigins) -> CorsLayer {
         .max_age(Duration::from_secs(3600))
 }
 
+/// Largest body compressed on the fly. Compression runs on the async runtime's threads, not
+/// in the CPU pool: a large array body (a batch, a volume, patches; float arrays shrink little)
+/// would hold a runtime thread for seconds per request (a schema-valid 500 MB patch response
+/// took more than 10 s gzipped). Past this, bodies go as they are.
+pub const MAX_COMPRESSED_BYTES: u64 = 32 << 20;
+
+/// Compress only bodies of known size up to `.0` bytes.
+#[derive(Debug, Clone, Copy)]
+struct SizeAtMost(u64);
+
+impl Predicate for SizeAtMost {
+    fn should_compress<B: axum::body::HttpBody>(&self, response: &axum::http::Response<B>) -> bool {
+        response
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= self.0)
+    }
+}
+
 /// The application: routes, fallbacks and middleware. Tests and `main` use the same one.
 ///
 /// Middleware, outermost first: request id (so every log line and response carries it) ->
@@ -258,7 +278,8 @@ pub fn build_router(state: AppState, http: &HttpOptions) -> Router {
     }
     let compress = DefaultPredicate::new()
         .and(NotForContentType::const_new("application/gzip"))
-        .and(NotForContentType::const_new("application/x-gzip"));
+        .and(NotForContentType::const_new("application/x-gzip"))
+        .and(SizeAtMost(MAX_COMPRESSED_BYTES));
     let x_request_id = HeaderName::from_static("x-request-id");
     let mut router = router.fallback(no_route);
     if let Some(keys) = &http.api_keys {
