@@ -334,20 +334,27 @@ impl Pipeline {
             .iter()
             .map(|(it, _)| it.class.map_or(-1, |c| c as i64))
             .collect();
+        // The drawn flips and rotations on every worker side by side (one contiguous run of
+        // items each: one closure for the whole batch kept a single core busy), then stacked.
+        let (tensors, chains) = (Arc::new(tensors), Arc::new(chains));
+        let n = tensors.len();
+        let per = n.div_ceil(self.pool.workers()).max(1);
         let t = std::time::Instant::now();
+        let runs = futures::future::try_join_all((0..n).step_by(per).map(|start| {
+            let (tensors, chains) = (tensors.clone(), chains.clone());
+            self.pool.run(move || {
+                (start..(start + per).min(n))
+                    .map(|k| match random && chains[k].has_spatial_steps() {
+                        true => chains[k].apply_spatial(tensors[k].data.clone()),
+                        false => tensors[k].data.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        }))
+        .await?;
         let image = self
             .pool
-            .run(move || {
-                let done: Vec<ArrayD<f32>> = tensors
-                    .iter()
-                    .zip(&chains)
-                    .map(|(t, c)| match random && c.has_spatial_steps() {
-                        true => c.apply_spatial(t.data.clone()),
-                        false => t.data.clone(),
-                    })
-                    .collect();
-                stacked(&done)
-            })
+            .run(move || stacked(&runs.into_iter().flatten().collect::<Vec<_>>()))
             .await?;
         Metrics::time(&self.metrics.transform_us, t);
         Ok(Stacked {
