@@ -455,11 +455,22 @@ async fn a_batch_is_bounded_before_it_is_computed() {
         ..Default::default()
     };
     let (app, state) = common::app_with_limits(limits);
-    let r = get(&app, &format!("{MEDMNIST}/batches/0?batch_size=300&size=32,32")).await;
+    let r = get(
+        &app,
+        &format!("{MEDMNIST}/batches/0?batch_size=300&size=32,32"),
+    )
+    .await;
     let p = assert_problem(&r, 422, "object-too-large");
     assert!(p.to_string().contains("--max-output-mb"), "{p}");
-    let transforms = state.metrics.transforms.load(std::sync::atomic::Ordering::Relaxed);
+    let transforms = state
+        .metrics
+        .transforms
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(transforms, 1, "only the first item was transformed");
-    let r = get(&app, &format!("{MEDMNIST}/batches/0?batch_size=200&size=32,32")).await;
+    let r = get(
+        &app,
+        &format!("{MEDMNIST}/batches/0?batch_size=200&size=32,32"),
+    )
+    .await;
     assert_eq!(r.status, 200);
 }

@@ -297,15 +297,24 @@ impl Pipeline {
                 ),
             });
         }
-        let chains: Vec<Chain2d> = drawn.iter().map(|d| chain.with_drawn(d)).collect();
+        let chains: Arc<Vec<Chain2d>> =
+            Arc::new(drawn.iter().map(|d| chain.with_drawn(d)).collect());
+        let tensors = Arc::new(tensors);
         let t = std::time::Instant::now();
-        let out = self
-            .pool
-            .run(move || {
-                let mut shape = vec![tensors.len()];
+        // The drawn flips/rotations in one contiguous run of items per CPU worker, the runs on
+        // the workers side by side (one closure for the whole batch kept a single core busy),
+        // then the runs joined.
+        let n = tensors.len();
+        let per = n.div_ceil(self.pool.workers().max(1)).max(1);
+        let runs = futures::future::try_join_all((0..n).step_by(per).map(|start| {
+            let (tensors, chains, first) = (tensors.clone(), chains.clone(), first.clone());
+            let end = (start + per).min(n);
+            self.pool.run(move || {
+                let mut shape = vec![end - start];
                 shape.extend_from_slice(&first);
                 let mut out = ArrayD::<f32>::zeros(IxDyn(&shape));
-                for ((mut slot, t), c) in out.outer_iter_mut().zip(&tensors).zip(&chains) {
+                for (mut slot, k) in out.outer_iter_mut().zip(start..end) {
+                    let (t, c) = (&tensors[k], &chains[k]);
                     if random && c.has_spatial_steps() {
                         slot.assign(&c.apply_spatial(t.data.clone()));
                     } else {
@@ -314,7 +323,18 @@ impl Pipeline {
                 }
                 out
             })
-            .await?;
+        }))
+        .await?;
+        let out = if runs.len() == 1 {
+            runs.into_iter().next().expect("one run")
+        } else {
+            self.pool
+                .run(move || {
+                    let views: Vec<_> = runs.iter().map(|a| a.view()).collect();
+                    ndarray::concatenate(Axis(0), &views).expect("equal item shapes, checked")
+                })
+                .await?
+        };
         Metrics::time(&self.metrics.transform_us, t);
         Ok(out)
     }
@@ -338,7 +358,8 @@ impl Pipeline {
         }
         let with_label = labelled != 0;
         let per_value = 4 + u64::from(with_label);
-        let (one, _) = Box::pin(self.volume_item(&req.items[0].0, query.clone(), with_label)).await?;
+        let (one, _) =
+            Box::pin(self.volume_item(&req.items[0].0, query.clone(), with_label)).await?;
         self.check_size(req, req.items.len(), one.data.shape(), per_value)?;
         let parts: Vec<(Arc<Tensor>, Option<Arc<Mask>>)> = futures::stream::iter(req.items.clone())
             .map(|(it, _)| {
