@@ -16,8 +16,9 @@
 #   BENCH_IMAGES        PNGs in the bench set (default 1792 = 7 batches of 256)
 #   BENCH_ROTATES       rand_rotate / RandRotate range_x values in radians (default "15 0.2618":
 #                       the seed's range_x=15 as MONAI reads it, then 15 degrees)
-#   BENCH_MAX_LOAD      wait (at most BENCH_LOAD_WAIT s, default 600) until the 1-minute load
-#                       is below this before each timed phase (default 0.8); then go on anyway
+#   BENCH_MAX_LOAD      before each run, wait (at most BENCH_LOAD_WAIT s, default 600) until the
+#                       1-minute load is below this (default 0.8); then go on anyway. Every
+#                       JSON line records the load when it was measured
 #   BENCH_CACHE_MB      the servers' --cache-mb (default 2048): the patch route's working set on
 #                       the 512x512x200 CT (int16 volume, float32 image, mask twice, index
 #                       lists) is 629 MB, over the default 512 MiB, and then misses every time
@@ -127,9 +128,10 @@ fresh_server() {
 }
 
 for ((run = 0; run < repeat; run++)); do
+    # Once per run: the phases of a run raise the 1-minute average themselves.
+    quiet
     for rot in "${rotates[@]}"; do
         log "run $((run + 1))/$repeat, rand_rotate=$rot: medserve over HTTP"
-        quiet
         fresh_server
         python3 "$tool" raw --url "$MEDSERVE_URL" --run "$run" --rotate "$rot" --tag "$rot" \
             --warm-epochs "$warm_epochs" | tee -a "$lines"
@@ -138,7 +140,6 @@ for ((run = 0; run < repeat; run++)); do
         fi
         if [[ $have_client == 1 ]]; then
             log "run $((run + 1))/$repeat, rand_rotate=$rot: medserve.BatchLoader in DataLoader"
-            quiet
             fresh_server
             "$py" "$tool" client --url "$MEDSERVE_URL" --run "$run" --rotate "$rot" \
                 --tag "$rot" | tee -a "$lines"
@@ -147,7 +148,6 @@ for ((run = 0; run < repeat; run++)); do
         MEDSERVE_PID=
         if [[ $have_monai == 1 ]]; then
             log "run $((run + 1))/$repeat, rand_rotate=$rot: MONAI"
-            quiet
             parts=compose,loader
             if [[ $rot == "${rotates[0]}" ]]; then parts=compose,loader,crop; fi
             "$py" "$tool" monai --data "$work/data" --run "$run" --rotate "$rot" --tag "$rot" \

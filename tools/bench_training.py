@@ -535,7 +535,8 @@ def cmd_summary(a) -> None:
         nb = f" (n={n_base})" if n_base != "" else ""
         print(f"| {target} | {mn}{nm} | {fmt(mv, spec)} {unit} | {bn}{nb} | "
               f"{fmt(bv, spec)} {unit} | {r_s} | {goal_s} | {ver} |")
-        key = target.split()[0] + "_" + "_".join(target.split()[1:]).replace(",", "")
+        key = "_".join("".join(ch if ch.isalnum() or ch == "." else " " for ch in
+                               f"{target} vs {bn}".lower()).split())
         out_lines.append(f"RESULT {key} medserve={fmt(mv, '.3f')} baseline={fmt(bv, '.3f')} "
                          f"ratio={fmt(r, '.3f')} unit={unit.replace('/', '_per_')}")
     # Stage split of the medserve runs (medians over runs), for reading where time goes.
@@ -551,7 +552,8 @@ def cmd_summary(a) -> None:
             st = {k: statistics.median(r["stages"].get(k, 0.0) for r in rs) for k in keys}
             tot = statistics.median(r["seconds"] for r in rs)
             print(f"stages {m}: wall {tot:.3f} s; " + ", ".join(
-                f"{k.replace('medserve_', '')} {v:.3f}" for k, v in st.items()))
+                (f"{k} {v:.3f} s" if k in ("fetch", "decode", "transform", "encode") else
+                 f"prefetched batches {v:.0f}") for k, v in st.items()))
     loads = [r["load1"] for r in recs if "load1" in r]
     if loads:
         print(f"1-min load during the measurements: min {min(loads):.2f}, median "
