@@ -189,7 +189,14 @@ pub fn crops<T: Clone>(
         if v.shape()[1..] != dims[2..] {
             return Err(PatchError::Uncorrected(c));
         }
-        data.extend(v.iter().cloned());
+        // Row by row along the innermost axis (contiguous in a standard-layout grid): an
+        // element-wise walk of a dynamic-rank view cost ~35 ms per 96x96x64 float32 patch.
+        for row in v.lanes(Axis(v.ndim() - 1)) {
+            match row.as_slice() {
+                Some(s) => data.extend_from_slice(s),
+                None => data.extend(row.iter().cloned()),
+            }
+        }
     }
     Ok(ArrayD::from_shape_vec(IxDyn(&dims), data).expect("the crops fill the shape"))
 }
