@@ -137,6 +137,7 @@ fn concrete(path: &str) -> String {
         .replace("{split}", "train")
         .replace("{item}", item)
         .replace("{batch}", "0")
+        .replace("{file}", "app.js")
 }
 
 /// The smallest valid body of an operation that needs one.

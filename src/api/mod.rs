@@ -31,6 +31,7 @@ pub mod images;
 pub mod item;
 pub mod ops;
 pub mod response;
+pub mod ui;
 pub mod volumes;
 
 /// One route: its path (axum syntax, which is also OpenAPI's), method, the query parameters
@@ -68,6 +69,7 @@ pub fn routes() -> Vec<Route> {
     };
     let mut table = vec![
         r("/", Method::GET, get(ops::index)),
+        r("/ui/{file}", Method::GET, get(ui::asset)),
         r("/healthz", Method::GET, get(ops::healthz)),
         r("/readyz", Method::GET, get(ops::readyz)),
         r("/openapi.yaml", Method::GET, get(ops::openapi)),

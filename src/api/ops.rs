@@ -13,11 +13,24 @@ use crate::state::AppState;
 /// The API contract, compiled in so the binary always serves the spec it was built with.
 pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
-/// `GET /`
+/// `GET /`: the exploration page for a browser (it prefers `text/html`), the JSON index for
+/// everyone else (curl's `*/*`, scripts, no `Accept`), so `curl /` keeps answering as before.
 pub async fn index(headers: HeaderMap, q: RawPairs) -> Result<Response, AppError> {
     Params::new(q, &[])?;
-    Ok(response::json(
-        &headers,
+    let mut resp = if super::ui::prefers_html(&headers) {
+        super::ui::index_html(&headers)
+    } else {
+        index_json(&headers)
+    };
+    // Two representations at one URL: caches must key them by `Accept`.
+    resp.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    Ok(resp)
+}
+
+fn index_json(headers: &HeaderMap) -> Response {
+    response::json(
+        headers,
         &json!({
             "service": "medserve",
             "version": env!("CARGO_PKG_VERSION"),
@@ -29,7 +42,7 @@ pub async fn index(headers: HeaderMap, q: RawPairs) -> Result<Response, AppError
                 "metrics": "/metrics",
             }
         }),
-    ))
+    )
 }
 
 /// `GET /healthz`: the process answers.

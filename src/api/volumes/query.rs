@@ -157,11 +157,21 @@ fn parse_window(p: &Params) -> Result<Window, AppError> {
         ));
     }
     let window = if let Some(v) = p.get("window") {
+        // The presets are named here too: `window=ct-abdomen` is the usual slip (the browser
+        // page shows this detail as it is), and the fix is a different parameter.
         let bad = || {
+            let presets = preset_names().join(", ");
+            let message = if preset_names().contains(&v) {
+                format!("'{v}' is a preset, not center,width: use preset={v}")
+            } else {
+                format!("'{v}' is not center,width")
+            };
             AppError::param_allowed(
                 "window",
-                format!("'{v}' is not center,width"),
-                "two decimals of up to 7+7 digits, the width unsigned, e.g. 40,400 or -600,1500 (width 0: a threshold at center)",
+                message,
+                format!(
+                    "two decimals of up to 7+7 digits, the width unsigned, e.g. 40,400 or -600,1500 (width 0: a threshold at center); or a named window as preset=<{presets}>"
+                ),
             )
         };
         let (c, w) = v.split_once(',').ok_or_else(bad)?;
@@ -180,6 +190,15 @@ fn parse_window(p: &Params) -> Result<Window, AppError> {
         p.choice("preset", Window::Auto, &choices)?
     };
     Ok(window)
+}
+
+/// The `preset` values, in the order the spec lists them.
+pub fn preset_names() -> Vec<&'static str> {
+    CT_PRESETS
+        .iter()
+        .map(|p| p.0)
+        .chain(["mri", "auto"])
+        .collect()
 }
 
 /// `a_min`/`a_max`: both or neither. Equal or reversed ends are MONAI's business
