@@ -930,3 +930,174 @@ async fn bodies_over_the_limit_are_refused() {
     .await;
     assert_eq!(small.status, 200);
 }
+
+/// A browser's `Accept` (Chromium's navigation header).
+const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
+
+#[tokio::test]
+async fn index_is_the_page_for_browsers_and_json_for_everyone_else() {
+    let (app, _) = app();
+    let page = get_with(&app, "/", &[("accept", BROWSER_ACCEPT)]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(page.header("vary"), "accept");
+    assert_eq!(page.header("cache-control"), "no-cache");
+    let html = String::from_utf8(page.body.clone()).unwrap();
+    assert!(html.starts_with("<!doctype html>") && html.contains("ui/app.js"));
+    // The page's ETag answers 304, and differs from the JSON's.
+    let etag = page.header("etag").to_string();
+    let again = get_with(
+        &app,
+        "/",
+        &[("accept", BROWSER_ACCEPT), ("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(again.status, 304);
+
+    // curl (`*/*`), no Accept, a script asking for JSON: the JSON index as before.
+    for accept in [
+        Some("*/*"),
+        None,
+        Some("application/json"),
+        Some("application/json, text/html"),
+    ] {
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("accept", a)).into_iter().collect();
+        let r = get_with(&app, "/", &headers).await;
+        assert_eq!(r.status, 200, "{accept:?}");
+        assert_eq!(r.header("content-type"), "application/json", "{accept:?}");
+        assert_eq!(r.header("vary"), "accept", "{accept:?}");
+        assert_eq!(r.json()["links"]["datasets"], "/v1/datasets");
+        assert_ne!(r.header("etag"), etag);
+    }
+    // HEAD of the page: headers, no body.
+    let head = send(
+        &app,
+        Request::head("/")
+            .header("accept", BROWSER_ACCEPT)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.header("content-type"), "text/html; charset=utf-8");
+    assert!(head.body.is_empty());
+    // Still strict about its query string, whichever representation.
+    let r = get_with(&app, "/?x=1", &[("accept", BROWSER_ACCEPT)]).await;
+    assert_problem(&r, 400, "invalid-parameter");
+}
+
+#[tokio::test]
+async fn ui_assets_have_their_content_types_and_validators_and_nothing_else_is_served() {
+    let (app, _) = app();
+    for (name, ty, cache) in [
+        ("app.js", "text/javascript; charset=utf-8", "no-cache"),
+        ("style.css", "text/css; charset=utf-8", "no-cache"),
+        ("favicon.svg", "image/svg+xml", "no-cache"),
+        (
+            "niivue-0.69.0.umd.js",
+            "text/javascript; charset=utf-8",
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            "niivue-LICENSE.txt",
+            "text/plain; charset=utf-8",
+            "no-cache",
+        ),
+        ("vendor-README.txt", "text/plain; charset=utf-8", "no-cache"),
+    ] {
+        let uri = format!("/ui/{name}");
+        let r = get(&app, &uri).await;
+        assert_eq!(r.status, 200, "{uri}");
+        assert_eq!(r.header("content-type"), ty, "{uri}");
+        assert_eq!(r.header("cache-control"), cache, "{uri}");
+        assert!(!r.body.is_empty(), "{uri}");
+        let etag = r.header("etag").to_string();
+        assert!(etag.starts_with('"') && etag.len() == 18, "{uri}: {etag}");
+        let again = get_with(&app, &uri, &[("if-none-match", &etag)]).await;
+        assert_eq!(again.status, 304, "{uri}");
+        assert!(again.body.is_empty());
+    }
+    let license = get(&app, "/ui/niivue-LICENSE.txt").await;
+    assert!(String::from_utf8_lossy(&license.body).contains("BSD 2-Clause"));
+    // A fixed set of names: anything else, traversal included, is 404 naming what exists.
+    for uri in [
+        "/ui/nope.js",
+        "/ui/index.html",
+        "/ui/..%2FCargo.toml",
+        "/ui/vendor%2FLICENSE",
+    ] {
+        let r = get(&app, uri).await;
+        assert_problem(&r, 404, "asset-not-found");
+        assert!(
+            r.json()["available"].as_array().unwrap().len() == 6,
+            "{uri}"
+        );
+    }
+    assert_problem(&get(&app, "/ui/").await, 404, "route-not-found");
+    assert_problem(&get(&app, "/ui/app.js?v=1").await, 400, "invalid-parameter");
+}
+
+/// The page must work behind a reverse proxy under a path prefix: no URL in it may start
+/// at the server's root.
+#[tokio::test]
+async fn the_page_uses_only_relative_urls() {
+    let (app, _) = app();
+    let html =
+        String::from_utf8(get_with(&app, "/", &[("accept", "text/html")]).await.body).unwrap();
+    let js = String::from_utf8(get(&app, "/ui/app.js").await.body).unwrap();
+    for (name, text) in [("index.html", &html), ("app.js", &js)] {
+        for bad in [
+            "src=\"/",
+            "href=\"/",
+            "src='/",
+            "href='/",
+            "fetch('/",
+            "fetch(\"/",
+            "fetch(`/",
+            "url(/",
+            "\"/v1/",
+            "'/v1/",
+            "`/v1/",
+            "\"/ui/",
+            "'/ui/",
+            "`/ui/",
+        ] {
+            assert!(!text.contains(bad), "{name} contains {bad}");
+        }
+        // Nothing from elsewhere either: no absolute URL at all.
+        assert!(
+            !text.contains("http://") && !text.contains("https://"),
+            "{name}"
+        );
+    }
+    assert!(html.contains("href=\"ui/style.css\"") && html.contains("src=\"ui/app.js\""));
+}
+
+#[tokio::test]
+async fn a_preset_given_as_a_window_is_told_which_presets_exist() {
+    let (app, _) = app();
+    let slice = "/v1/datasets/Task09_Spleen/splits/train/items/spleen_10/slice";
+    let r = get(&app, &format!("{slice}?window=ct-abdomen")).await;
+    assert_problem(&r, 400, "invalid-parameter");
+    let j = r.json();
+    assert_eq!(j["parameter"], "window");
+    let detail = j["detail"].as_str().unwrap();
+    assert!(detail.contains("use preset=ct-abdomen"), "{detail}");
+    for preset in [
+        "ct-abdomen",
+        "ct-lung",
+        "ct-bone",
+        "ct-brain",
+        "ct-soft-tissue",
+        "mri",
+        "auto",
+    ] {
+        assert!(j["allowed"].as_str().unwrap().contains(preset), "{j}");
+    }
+    // Any other bad window names them too, without claiming it was a preset.
+    let r = get(&app, &format!("{slice}?window=wide")).await;
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("'wide' is not center,width") && detail.contains("preset=<ct-abdomen"),
+        "{detail}"
+    );
+}

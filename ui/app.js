@@ -1,6 +1,6 @@
 // medserve's exploration page: plain JavaScript, no build step, no framework.
 //
-// Every request uses a URL relative to the page (`v1/datasets`, never `/v1/datasets`), so the
+// Every request uses a URL relative to the page (`v1/datasets`, never one from the root), so the
 // page works behind a reverse proxy that mounts medserve under a path prefix. The API's own
 // `url` fields are absolute paths; they are not followed for that reason.
 //
@@ -860,8 +860,9 @@ async function viewAugment(root, g, p) {
       img.src = URL.createObjectURL(await r.blob());
       img.dataset.augment = aug;
       const rot = /rotate=(-?[\d.e-]+)/.exec(aug);
-      cap.replaceChildren(el("b", {}, `seed ${k}`), " ", el("code", { class: "augment" }, aug),
-        rot ? el("span", { class: "muted" }, ` (${((+rot[1] * 180) / Math.PI).toFixed(1)}°)`) : null, urlLine(url));
+      // (DOM's replaceChildren would print a null: only real nodes go in.)
+      cap.replaceChildren(...[el("b", {}, `seed ${k}`), " ", el("code", { class: "augment" }, aug),
+        rot ? el("span", { class: "muted" }, ` (${((+rot[1] * 180) / Math.PI).toFixed(1)}°)`) : null, urlLine(url)].filter((x) => x !== null));
     } catch (e) {
       cap.replaceChildren(errorBox(e, `seed ${k}`));
     }

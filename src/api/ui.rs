@@ -97,13 +97,20 @@ fn static_response(
     let mut resp = if not_modified(headers, etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+        (
+            [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+            body,
+        )
+            .into_response()
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
     resp
 }
 
@@ -204,7 +211,13 @@ mod tests {
     fn browsers_get_html_and_everyone_else_json() {
         let chrome = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7";
         let firefox = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
-        for a in [chrome, firefox, "text/html", "text/*", "text/html, application/json"] {
+        for a in [
+            chrome,
+            firefox,
+            "text/html",
+            "text/*",
+            "text/html, application/json",
+        ] {
             assert!(prefers_html(&accept(a)), "{a}");
         }
         assert!(!prefers_html(&HeaderMap::new()));
