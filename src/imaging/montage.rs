@@ -152,8 +152,12 @@ mod tests {
     fn text_and_tiles_land_where_asked() {
         let mut c = Canvas::new(40, 10);
         c.text(0, 0, "A", [255, 255, 255]);
-        assert!(c.rgb.iter().any(|&v| v == 255));
-        assert!(c.rgb[(8 * 3)..].iter().all(|&v| v == 0) || c.width > 8);
+        // "A" is drawn within its 8 columns.
+        assert!(c.rgb.contains(&255));
+        for y in 0..10 {
+            let row = &c.rgb[y * 40 * 3..(y + 1) * 40 * 3];
+            assert!(row[8 * 3..].iter().all(|&v| v == 0));
+        }
         let gray = ndarray::Array3::<f32>::from_elem((1, 4, 8), 1.0).into_dyn();
         let t = fit_tile(&gray, 1.0, 16);
         // 8 wide -> 16 wide, 4 high -> 8 high, centred vertically (rows 4..12).
