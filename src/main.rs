@@ -17,13 +17,22 @@ fn init_tracing(format: LogFormat) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::SampleData { dir, large }) => {
+        Some(Command::SampleData {
+            dir,
+            large,
+            mednist_items,
+        }) => {
             let written = medserve::sample::write_sample_data(&dir).and_then(|n| {
-                Ok(n + if large {
+                let large = if large {
                     medserve::sample::write_large_ct(&dir)?
                 } else {
                     0
-                })
+                };
+                let mednist = match mednist_items {
+                    Some(k) => medserve::sample::write_mednist_sized(&dir, k)?,
+                    None => 0,
+                };
+                Ok(n + large + mednist)
             });
             return match written {
                 Ok(n) => {

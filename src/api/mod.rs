@@ -26,6 +26,7 @@ use volumes::query::VolumeRequest;
 pub mod augment;
 pub mod batches;
 pub mod datasets;
+pub mod explore;
 pub mod extract;
 pub mod images;
 pub mod item;
@@ -131,6 +132,23 @@ pub fn routes() -> Vec<Route> {
             Method::POST,
             batches::POST_PARAMS,
             post(batches::post_batch),
+        ),
+        r(
+            "/v1/datasets/{dataset}/stats",
+            Method::GET,
+            get(explore::get_stats),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/histogram",
+            Method::GET,
+            explore::HistogramQuery::PARAMS,
+            get(explore::get_histogram),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/montage",
+            Method::GET,
+            explore::MONTAGE_PARAMS,
+            get(explore::get_montage),
         ),
         q(
             "/v1/datasets/{dataset}/splits/{split}/items/{item}/patches",

@@ -27,6 +27,12 @@ pub enum Command {
         /// (`large/train/ct_512/`, ~55 MB gzipped) for benchmarks and load tests.
         #[arg(long)]
         large: bool,
+        /// Also write `mednist/<Class>/*.png`, N 64x64 images of the same generator in the real
+        /// MedNIST's class proportions (AbdomenCT 10000, BreastMRI 8954, CXR 10000, ChestCT
+        /// 10000, Hand 10000, HeadCT 10000; N=58954 is MedNIST's size), served as dataset
+        /// `mednist`, split `all`, beside the usual sample; deterministic, written on every core.
+        #[arg(long, value_name = "N")]
+        mednist_items: Option<usize>,
     },
 }
 

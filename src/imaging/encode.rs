@@ -357,7 +357,7 @@ impl NpzBuilder {
     }
 }
 
-fn png_bytes(
+pub(crate) fn png_bytes(
     w: usize,
     h: usize,
     color: png::ColorType,

@@ -7,7 +7,10 @@
 
 pub mod decode;
 pub mod encode;
+pub mod fingerprint;
+pub mod histogram;
 pub mod intensity;
+pub mod montage;
 pub mod nifti;
 pub mod patch;
 pub mod resize;

@@ -10,6 +10,9 @@
 //!   `RandCropByPosNegLabeld`), with the index lists they are drawn from cached.
 //! - `augment.rs`: seeded random transforms, drawn as a pure function of the request.
 //! - `batch.rs`: the epoch's order, the plan's batches, a batch stacked into one `.npz`.
+//! - `stats.rs`: a dataset's statistics, computed in the background at a bounded CPU share,
+//!   and one item's value histogram.
+//! - `montage.rs`: a split's items drawn as one labelled PNG.
 //! - `cpu.rs`: the bounded pool of CPU workers.
 //!
 //! Handlers get a [`Pipeline`] (store, cache, pool, limits, counters), never the store itself;
@@ -29,12 +32,15 @@ pub mod augment;
 pub mod batch;
 pub mod cpu;
 pub mod image;
+pub mod montage;
 pub mod patch;
 pub mod slice;
+pub mod stats;
 pub mod volume;
 
 pub use cpu::CpuPool;
 pub use image::{Chain2d, Scale};
+pub use montage::MontageQuery;
 pub use patch::{PatchQuery, Patches, PreparedPatches};
 pub use slice::{AxisSel, SlicePart, SliceQuery, Window};
 pub use volume::{Chain3d, VolumePart, VolumeQuery};
@@ -83,6 +89,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// Slots for background warming of next batches (`--prefetch-batches`).
     prefetch: Arc<tokio::sync::Semaphore>,
+    /// The datasets' statistics jobs (`stats.rs`).
+    stats: stats::StatsJobs,
 }
 
 impl Pipeline {
@@ -99,6 +107,7 @@ impl Pipeline {
             cache: ArrayCache::new(cache_bytes),
             pool: CpuPool::new(cpu_workers, limits.max_queue, metrics.clone()),
             prefetch: Arc::new(tokio::sync::Semaphore::new(limits.prefetch_batches)),
+            stats: stats::StatsJobs::default(),
             limits,
             metrics,
         }

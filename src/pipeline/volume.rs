@@ -148,41 +148,51 @@ impl Pipeline {
     /// A NIfTI object decoded, from cache or from the store. The object is streamed into the
     /// decoder (inflating while it downloads), never held whole in its compressed form.
     pub async fn volume(&self, obj: &ObjectMeta) -> Result<Arc<DecodedVolume>, PipelineError> {
-        let object_key = obj.key.clone();
         self.cache
-            .get_or_compute(Key::new(Stage::Volume, [obj], &"nifti"), async {
-                let t = std::time::Instant::now();
-                let (_, reader) = self
-                    .store
-                    .open(&object_key, self.limits.max_object_bytes)
-                    .await?;
-                Metrics::time(&self.metrics.fetch_us, t);
-                Metrics::inc(&self.metrics.storage_gets);
-                let failure = Arc::new(Mutex::new(None));
-                let reader: ObjectReader = Box::new(Watched {
-                    inner: reader,
-                    failure: failure.clone(),
-                    metrics: self.metrics.clone(),
-                });
-                let limits = self.limits.volume();
-                let t = std::time::Instant::now();
-                let d = self
-                    .pool
-                    .run_streaming(reader, move |r| nifti::decode_reader(r, &limits))
-                    .await?;
-                Metrics::time(&self.metrics.decode_us, t);
-                Metrics::inc(&self.metrics.decodes);
-                let v = d.map_err(|e| {
-                    // A store that failed mid-stream is an outage (or an oversized object),
-                    // not a corrupt file.
-                    match failure.lock().ok().and_then(|mut f| f.take()) {
-                        Some(store_error) => PipelineError::Store(store_error),
-                        None => volume_error(&object_key, e),
-                    }
-                })?;
-                Ok(DecodedVolume::new(v))
-            })
+            .get_or_compute(
+                Key::new(Stage::Volume, [obj], &"nifti"),
+                self.decode_volume(obj),
+            )
             .await
+    }
+
+    /// A NIfTI object streamed from the store and decoded, bypassing the cache (the dataset
+    /// statistics read every volume once and would otherwise evict what requests use).
+    pub(super) async fn decode_volume(
+        &self,
+        obj: &ObjectMeta,
+    ) -> Result<DecodedVolume, PipelineError> {
+        let object_key = obj.key.clone();
+        let t = std::time::Instant::now();
+        let (_, reader) = self
+            .store
+            .open(&object_key, self.limits.max_object_bytes)
+            .await?;
+        Metrics::time(&self.metrics.fetch_us, t);
+        Metrics::inc(&self.metrics.storage_gets);
+        let failure = Arc::new(Mutex::new(None));
+        let reader: ObjectReader = Box::new(Watched {
+            inner: reader,
+            failure: failure.clone(),
+            metrics: self.metrics.clone(),
+        });
+        let limits = self.limits.volume();
+        let t = std::time::Instant::now();
+        let d = self
+            .pool
+            .run_streaming(reader, move |r| nifti::decode_reader(r, &limits))
+            .await?;
+        Metrics::time(&self.metrics.decode_us, t);
+        Metrics::inc(&self.metrics.decodes);
+        let v = d.map_err(|e| {
+            // A store that failed mid-stream is an outage (or an oversized object),
+            // not a corrupt file.
+            match failure.lock().ok().and_then(|mut f| f.take()) {
+                Some(store_error) => PipelineError::Store(store_error),
+                None => volume_error(&object_key, e),
+            }
+        })?;
+        Ok(DecodedVolume::new(v))
     }
 
     /// The item's image volume and, when asked for and present, its mask, decoded; a mask on a
@@ -420,7 +430,7 @@ fn volume_error(key: &str, e: VolumeError) -> PipelineError {
     }
 }
 
-fn check_grid(
+pub(super) fn check_grid(
     image_key: &str,
     img: &DecodedVolume,
     label_key: &str,
