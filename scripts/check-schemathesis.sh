@@ -69,10 +69,10 @@ server_alive() {
 # The batch routes (see their passes below).
 not_batches='/splits/[{]split[}]/batch'
 run_pass any-ids "" --exclude-path-regex "$not_batches"
-run_pass ct-subject tools/schemathesis/items.toml --include-path-regex 'items'
+run_pass ct-subject tools/schemathesis/items.toml --include-path-regex 'items|montage|stats'
 run_pass mri-4d tools/schemathesis/mri4d.toml --include-path-regex 'slice|volume'
 run_pass decathlon-ct tools/schemathesis/decathlon-ct.toml --include-path-regex 'slice|volume'
-run_pass no-dataset-json tools/schemathesis/nojson.toml --include-path-regex 'items'
+run_pass no-dataset-json tools/schemathesis/nojson.toml --include-path-regex 'items|montage|stats'
 run_pass nan-volume tools/schemathesis/nan-volume.toml --include-path-regex 'items/'
 # Every operation again, with the no-dataset.json task's items, from a new random seed: cases
 # the deterministic passes never generate. Every check but one: schemathesis's negative
