@@ -132,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
     // The batch route: its position, then the chain of either kind of dataset.
     for kind in [Kind::Classification, Kind::Segmentation] {
         let cx = context(&headers, &limits, "/v1/datasets/d/splits/s/batches/0");
-        let parsed = Params::new(RawPairs(pairs.clone()), BATCH_PARAMS)
+        let parsed = Params::new(RawPairs(pairs.clone()), &BATCH_PARAMS)
             .and_then(|p| parse_position(&p, "0").and_then(|_| parse_chain(&p, &cx, kind, "d")));
         if let Err(e) = parsed {
             render(e);

@@ -3,6 +3,8 @@
 //! the plan are the pipeline's (`pipeline/batch.rs`); here the parameters are read and the
 //! items picked.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -49,63 +51,8 @@ const VOLUME_ONLY: &[&str] = &[
     "image_threshold",
 ];
 
-/// The patch route's parameters a patch batch reads (`num` is `patches_per_item`).
-const PATCH_FROM_BATCH: &[&str] = &[
-    "patch",
-    "pos",
-    "neg",
-    "image_threshold",
-    "seed",
-    "epoch",
-    "size",
-    "mode",
-    "a_min",
-    "a_max",
-    "b_min",
-    "b_max",
-    "clip",
-    "scale",
-    "labels",
-    "binary",
-    "flip",
-];
-
-/// `GET .../batches/{b}`'s parameters: the plan's, the epoch and rank, and either chain's.
-pub const BATCH_PARAMS: &[&str] = &[
-    "batch_size",
-    "seed",
-    "epoch",
-    "rank",
-    "world_size",
-    "drop_last",
-    "class",
-    "size",
-    "mode",
-    "scale",
-    "flip",
-    "channels",
-    "palette",
-    "rotate",
-    "a_min",
-    "a_max",
-    "b_min",
-    "b_max",
-    "clip",
-    "labels",
-    "binary",
-    "rand_flip",
-    "rand_flip_axis",
-    "rand_rotate",
-    "rand_rotate_prob",
-    "patch",
-    "patches_per_item",
-    "pos",
-    "neg",
-    "image_threshold",
-];
-
-/// `POST .../batch`'s parameters: the chain's, the seed and epoch of its random transforms.
-pub const POST_PARAMS: &[&str] = &[
+/// The chain's parameters, either kind's, with the seed and epoch of its random draws.
+const CHAIN_PARAMS: &[&str] = &[
     "seed",
     "epoch",
     "size",
@@ -132,6 +79,18 @@ pub const POST_PARAMS: &[&str] = &[
     "neg",
     "image_threshold",
 ];
+
+/// `GET .../batches/{b}`'s parameters: the plan's, the rank, and the chain's.
+pub static BATCH_PARAMS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let mut names = PLAN_PARAMS.to_vec();
+    names.push("rank");
+    // `seed` is the plan's and the chain's.
+    names.extend(CHAIN_PARAMS.iter().filter(|n| !PLAN_PARAMS.contains(n)));
+    names
+});
+
+/// `POST .../batch`'s parameters: the chain's.
+pub const POST_PARAMS: &[&str] = CHAIN_PARAMS;
 
 /// The plan's parameters, parsed.
 pub struct PlanQuery {
@@ -219,8 +178,9 @@ pub fn parse_chain(
 /// A patch batch's sampling, read by the patch route's grammar (`patches_per_item` as its
 /// `num`).
 fn parse_patches(p: &Params, cx: &QueryContext<'_>) -> Result<PatchQuery, AppError> {
-    let mut pairs: Vec<(String, String)> = PATCH_FROM_BATCH
+    let mut pairs: Vec<(String, String)> = PATCH_PARAMS
         .iter()
+        .filter(|n| **n != "num")
         .filter_map(|n| p.get(n).map(|v| (n.to_string(), v.to_string())))
         .collect();
     if let Some(v) = p.get("patches_per_item") {
@@ -410,7 +370,7 @@ pub async fn get_batch(
     Path((ds_name, sp_name, b)): Path<(String, String, String)>,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, BATCH_PARAMS)?;
+    let p = Params::new(q, &BATCH_PARAMS)?;
     let Position {
         plan: pq,
         epoch,

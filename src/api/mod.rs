@@ -124,7 +124,7 @@ pub fn routes() -> Vec<Route> {
         q(
             "/v1/datasets/{dataset}/splits/{split}/batches/{batch}",
             Method::GET,
-            batches::BATCH_PARAMS,
+            &batches::BATCH_PARAMS,
             get(batches::get_batch),
         ),
         q(
