@@ -1,6 +1,6 @@
 //! Batches for training jobs: `GET .../batches` (the plan), `GET .../batches/{b}` (one rank's
 //! batch of one epoch) and `POST .../batch` (the items a custom sampler chose). The order and
-//! the plan are the pipeline's (`pipeline/batch.rs`); here the parameters are read and the
+//! the plan are the pipeline's (`pipeline/batch/`); here the parameters are read and the
 //! items picked.
 
 use std::sync::LazyLock;
@@ -248,6 +248,15 @@ impl Canonical for BatchName<'_> {
     }
 }
 
+/// What a batch route's grammars may look at (no alias path: a batch is always an npz).
+fn context<'a>(headers: &'a HeaderMap, state: &'a AppState) -> QueryContext<'a> {
+    QueryContext {
+        headers,
+        limits: state.pipeline.limits(),
+        path: "",
+    }
+}
+
 /// Answers one batch (ETag, 304, npz).
 async fn respond(
     state: &AppState,
@@ -380,12 +389,7 @@ pub async fn get_batch(
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &ds_name)?;
     let sp = split(ds, &sp_name)?;
-    let cx = QueryContext {
-        headers: &headers,
-        limits: state.pipeline.limits(),
-        path: "",
-    };
-    let chain = parse_chain(&p, &cx, ds.kind, &ds.name)?;
+    let chain = parse_chain(&p, &context(&headers, &state), ds.kind, &ds.name)?;
     let items = members(ds, sp, &p)?;
     let plan = Plan {
         samples: items.len(),
@@ -455,12 +459,7 @@ pub async fn post_batch(
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &ds_name)?;
     let sp = split(ds, &sp_name)?;
-    let cx = QueryContext {
-        headers: &headers,
-        limits: state.pipeline.limits(),
-        path: "",
-    };
-    let chain = parse_chain(&p, &cx, ds.kind, &ds.name)?;
+    let chain = parse_chain(&p, &context(&headers, &state), ds.kind, &ds.name)?;
     let mut items = Vec::with_capacity(list.ids.len());
     for id in &list.ids {
         let it = sp.item(id).ok_or_else(|| AppError::NotFound {
