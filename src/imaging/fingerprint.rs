@@ -226,8 +226,9 @@ pub fn volume_summary(img: &Volume, label: Option<&ArrayView4<u8>>) -> VolumeSum
         .join("x");
     // The mask in file order (x fastest): reversing the axes of (1, X, Y, Z) and reading in
     // logical order gives exactly that.
+    // Only an F-order array's memory is file order (a C-order one's is z fastest).
     let mask: Option<Vec<u8>> = label.map(|l| match l.as_slice_memory_order() {
-        Some(s) if l.is_standard_layout() || l.t().is_standard_layout() => s.to_vec(),
+        Some(s) if l.t().is_standard_layout() => s.to_vec(),
         _ => l.t().iter().copied().collect(),
     });
     let exact = matches!(h.dtype, Dtype::U8 | Dtype::I8 | Dtype::I16 | Dtype::U16);

@@ -3,8 +3,10 @@
 //!
 //! Percentiles follow NumPy's default (`np.percentile(..., method="linear")`): the value at
 //! rank `p/100 * (n-1)` of the sorted values, interpolated between its two neighbours. Bins
-//! follow `np.histogram`: `n` equal bins from min to max, the last one closed, and a range of
-//! one value widened to `(v - 0.5, v + 0.5)`.
+//! are `np.histogram`'s layout: `n` equal bins from min to max, the last one closed, and a
+//! range of one value widened to `(v - 0.5, v + 0.5)`; a value within rounding of an inner
+//! edge may land in the neighbouring bin where NumPy (which corrects against its `linspace`
+//! edges) would not.
 
 use std::collections::HashMap;
 

@@ -73,6 +73,20 @@ pub enum PipelineError {
     Internal(String),
 }
 
+impl PipelineError {
+    /// A failure that says nothing about the object: the store or the CPU pool could not
+    /// serve just now (or a bug). Work that records per-object outcomes (statistics, montage
+    /// tiles) must not keep these as the object's.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PipelineError::Busy(_)
+                | PipelineError::Internal(_)
+                | PipelineError::Store(StoreError::Unavailable(_))
+        )
+    }
+}
+
 impl From<KindMismatch> for PipelineError {
     fn from(e: KindMismatch) -> Self {
         PipelineError::Internal(e.to_string())

@@ -139,8 +139,16 @@ impl Pipeline {
         Ok(p)
     }
 
-    /// One tile: the item's image (classification) or one plane of its volume.
-    async fn tile(&self, item: &Item, kind: Kind, col: usize, side: usize) -> ndarray::Array3<u8> {
+    /// One tile: the item's image (classification) or one plane of its volume. An item that
+    /// cannot be drawn (corrupt, too large, gone) is a dark red tile; a failure that is not the
+    /// item's (store down, CPU pool full) fails the montage, which is cached by its ETag.
+    async fn tile(
+        &self,
+        item: &Item,
+        kind: Kind,
+        col: usize,
+        side: usize,
+    ) -> Result<ndarray::Array3<u8>, PipelineError> {
         let made = match kind {
             Kind::Classification => {
                 let chain = Chain2d {
@@ -151,19 +159,28 @@ impl Pipeline {
                     flip: SpatialAxes::NONE,
                     rotate: None,
                 };
-                self.transformed(item, chain)
-                    .await
-                    .map(|t| montage::fit_tile(&t.data, 1.0, side))
+                match self.transformed(item, chain).await {
+                    Ok(t) => {
+                        self.pool
+                            .run(move || Ok(montage::fit_tile(&t.data, 1.0, side)))
+                            .await?
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Kind::Segmentation => self.plane_tile(item, PLANES[col], side).await,
         };
-        made.unwrap_or_else(|_| {
-            let mut t = ndarray::Array3::<u8>::zeros((3, side, side));
-            for (c, &v) in MISSING.iter().enumerate() {
-                t.index_axis_mut(ndarray::Axis(0), c).fill(v);
+        match made {
+            Err(e) if e.is_transient() => Err(e),
+            Ok(t) => Ok(t),
+            Err(_) => {
+                let mut t = ndarray::Array3::<u8>::zeros((3, side, side));
+                for (c, &v) in MISSING.iter().enumerate() {
+                    t.index_axis_mut(ndarray::Axis(0), c).fill(v);
+                }
+                Ok(t)
             }
-            t
-        })
+        }
     }
 
     /// A mid-plane as the slice route renders it by default (auto window; the mask overlaid
@@ -219,10 +236,12 @@ impl Pipeline {
             .collect();
         // Tiles in parallel, at most two per worker in flight (the CPU queue never fills).
         let tiles: Vec<(usize, usize, ndarray::Array3<u8>)> = futures::stream::iter(cells)
-            .map(|(r, c, it)| async move { (r, c, self.tile(&it, p.kind, c, side).await) })
+            .map(|(r, c, it)| async move { Ok((r, c, self.tile(&it, p.kind, c, side).await?)) })
             .buffer_unordered(2 * self.pool.workers())
-            .collect()
-            .await;
+            .collect::<Vec<Result<_, PipelineError>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
         let (w, h) = p.dimensions();
         let label_w = w - p.columns() * side;
         let names: Vec<String> = p.rows.iter().map(|r| montage::label_text(&r.0)).collect();

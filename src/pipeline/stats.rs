@@ -69,6 +69,8 @@ struct StatsJob {
     done: AtomicUsize,
     complete: AtomicBool,
     cancelled: AtomicBool,
+    /// Set when an item failed for a reason that is not the object's (see [`PipelineError::is_transient`]); the job stops and the next request starts it again.
+    interrupted: AtomicBool,
     acc: Mutex<Acc>,
 }
 
@@ -122,6 +124,10 @@ fn counts(ds: &Dataset) -> BTreeMap<String, BTreeMap<String, usize>> {
         .collect()
 }
 
+/// Errors listed per job: the first ones name the objects to look at; thousands would only
+/// make every poll heavier.
+const MAX_ERRORS: usize = 100;
+
 fn item_error(object: &str, e: &PipelineError) -> ItemError {
     ItemError {
         object: object.to_string(),
@@ -157,10 +163,27 @@ impl StatsJob {
     }
 
     fn error(&self, e: ItemError) {
-        self.with_acc(|acc| match acc {
-            Acc::Images(s) => s.errors.push(e),
-            Acc::Volumes(s) => s.errors.push(e),
+        self.with_acc(|acc| {
+            let errors = match acc {
+                Acc::Images(s) => &mut s.errors,
+                Acc::Volumes(s) => &mut s.errors,
+            };
+            if errors.len() < MAX_ERRORS {
+                errors.push(e);
+            }
         });
+    }
+
+    /// Records a pipeline failure of `object`: the object's fault is listed; anything else
+    /// interrupts the job (it stops, and the next request starts it again).
+    fn failed(&self, object: &str, e: &PipelineError) {
+        if e.is_transient() {
+            tracing::warn!(object, error = %e, "dataset statistics interrupted");
+            self.interrupted.store(true, Ordering::Release);
+            self.cancelled.store(true, Ordering::Release);
+        } else {
+            self.error(item_error(object, e));
+        }
     }
 }
 
@@ -170,9 +193,12 @@ impl Pipeline {
     pub fn dataset_stats(&self, ds: &Dataset) -> DatasetStats {
         let fp = fingerprint(ds);
         let mut jobs = self.stats.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(job) = jobs.get(&ds.name)
+        if let Some(job) = jobs.get(&ds.name).cloned()
             && job.fingerprint == fp
+            && !job.interrupted.load(Ordering::Acquire)
         {
+            // Reported outside the lock: other datasets' requests do not wait for this one.
+            drop(jobs);
             return job.report();
         }
         let job = Arc::new(StatsJob {
@@ -182,6 +208,7 @@ impl Pipeline {
             done: AtomicUsize::new(0),
             complete: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
             acc: Mutex::new(match ds.kind {
                 Kind::Classification => Acc::Images(ImageStats::default()),
                 Kind::Segmentation => Acc::Volumes(VolumeStats::default()),
@@ -218,6 +245,20 @@ impl Pipeline {
         }
     }
 
+    /// A volume decoded once the CPU queue is empty, retrying when the pool refuses.
+    async fn decode_when_idle(
+        &self,
+        obj: &crate::store::ObjectMeta,
+    ) -> Result<crate::imaging::stats::DecodedVolume, PipelineError> {
+        loop {
+            self.idle_cpu().await;
+            match self.decode_volume(obj).await {
+                Err(PipelineError::Busy(_)) => tokio::time::sleep(YIELD * 10).await,
+                r => return r,
+            }
+        }
+    }
+
     async fn run_stats(self, job: Arc<StatsJob>) {
         let Ok(_slot) = self.stats.slot.clone().acquire_owned().await else {
             return;
@@ -227,6 +268,8 @@ impl Pipeline {
             Kind::Classification => self.image_stats(&job).await,
             Kind::Segmentation => self.volume_stats(&job).await,
         }
+        // An interrupted job is never complete: the next request finds it interrupted and
+        // starts a new one.
         if !job.cancelled.load(Ordering::Acquire) {
             job.complete.store(true, Ordering::Release);
             tracing::info!(
@@ -258,7 +301,7 @@ impl Pipeline {
                 return;
             }
             match got {
-                Err(e) => job.error(item_error(&it.image.key, &e.into())),
+                Err(e) => job.failed(&it.image.key, &e.into()),
                 Ok((_, bytes)) => {
                     let (j, key, class) = (job.clone(), it.image.key.clone(), it.class);
                     let count = move || match imaging::decode::decode(&bytes, &opts) {
@@ -273,7 +316,7 @@ impl Pipeline {
                         }),
                     };
                     if let Err(e) = self.run_when_idle(count).await {
-                        job.error(item_error(&it.image.key, &e));
+                        job.failed(&it.image.key, &e);
                     }
                 }
             }
@@ -292,8 +335,8 @@ impl Pipeline {
             if job.cancelled.load(Ordering::Acquire) {
                 return;
             }
-            if let Err(e) = self.one_volume(job, &it).await {
-                job.error(e);
+            if let Err((object, e)) = self.one_volume(job, &it).await {
+                job.failed(&object, &e);
             }
             job.done.fetch_add(1, Ordering::AcqRel);
         }
@@ -301,20 +344,23 @@ impl Pipeline {
 
     /// One item's volume and mask into the job's totals; a mask that cannot serve (not on
     /// the image's grid, not whole numbers) is reported and the image counted without it.
-    async fn one_volume(&self, job: &Arc<StatsJob>, it: &Item) -> Result<(), ItemError> {
-        self.idle_cpu().await;
+    async fn one_volume(
+        &self,
+        job: &Arc<StatsJob>,
+        it: &Item,
+    ) -> Result<(), (String, PipelineError)> {
         let img = self
-            .decode_volume(&it.image)
+            .decode_when_idle(&it.image)
             .await
-            .map_err(|e| item_error(&it.image.key, &e))?;
+            .map_err(|e| (it.image.key.clone(), e))?;
         let mut lab = None;
         if let Some(l) = &it.label {
-            self.idle_cpu().await;
-            match self.decode_volume(l).await {
+            match self.decode_when_idle(l).await {
                 Ok(v) => match check_grid(&it.image.key, &img, &l.key, &v) {
                     Ok(()) => lab = Some(v),
                     Err(e) => job.error(item_error(&l.key, &e)),
                 },
+                Err(e) if e.is_transient() => return Err((l.key.clone(), e)),
                 Err(e) => job.error(item_error(&l.key, &e)),
             }
         }
@@ -339,7 +385,7 @@ impl Pipeline {
         };
         self.run_when_idle(count)
             .await
-            .map_err(|e| item_error(&it.image.key, &e))
+            .map_err(|e| (it.image.key.clone(), e))
     }
 
     /// The value statistics of one item in `bins` bins: a 2D image as decoded (MONAI's
