@@ -81,22 +81,24 @@ impl Pipeline {
         query: MontageQuery,
     ) -> Result<PreparedMontage, PipelineError> {
         let rows: Vec<(String, Vec<Item>)> = match ds.kind {
-            Kind::Classification => ds
-                .classes
-                .iter()
-                .enumerate()
-                .map(|(ci, name)| {
-                    let items = split
-                        .items
-                        .iter()
-                        .filter(|it| it.class == Some(ci))
-                        .take(query.per_class)
-                        .cloned()
-                        .collect::<Vec<_>>();
-                    (name.clone(), items)
-                })
-                .filter(|(_, items)| !items.is_empty())
-                .collect(),
+            Kind::Classification => {
+                // One pass over the split (not one per class): a split may hold many classes
+                // and many items, and this runs on the async runtime.
+                let mut rows: Vec<Vec<Item>> = vec![Vec::new(); ds.classes.len()];
+                for it in &split.items {
+                    if let Some(row) = it.class.and_then(|c| rows.get_mut(c))
+                        && row.len() < query.per_class
+                    {
+                        row.push(it.clone());
+                    }
+                }
+                ds.classes
+                    .iter()
+                    .cloned()
+                    .zip(rows)
+                    .filter(|(_, items)| !items.is_empty())
+                    .collect()
+            }
             Kind::Segmentation => split
                 .items
                 .iter()
