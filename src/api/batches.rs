@@ -23,7 +23,6 @@ use crate::catalog::{Dataset, Item, Kind, Split};
 use crate::error::AppError;
 use crate::imaging::encode::Format;
 use crate::pipeline::VolumePart;
-use crate::pipeline::augment::Augment;
 use crate::pipeline::batch::{
     BatchChain, BatchRequest, MAX_BATCH, MAX_WORLD, ORDER_ALGORITHM, ORDER_VERSION, Plan, order,
 };
@@ -207,19 +206,6 @@ struct BatchName<'a> {
     head: String,
     chain: &'a BatchChain,
     pads: Vec<bool>,
-}
-
-impl Canonical for Augment {
-    fn write_canonical(&self, out: &mut String) {
-        out.push_str(&format!("rand(seed={},epoch={}", self.seed, self.epoch));
-        if let Some(f) = self.flip {
-            out.push_str(&format!(",flip({:e},{})", f.prob, f.axes.canonical()));
-        }
-        if let Some(r) = self.rotate {
-            out.push_str(&format!(",rotate({:e},{:e})", r.range, r.prob));
-        }
-        out.push(')');
-    }
 }
 
 impl Canonical for BatchName<'_> {

@@ -15,6 +15,7 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::cache::Canonical;
 use crate::imaging::spatial::SpatialAxes;
 
 /// Which item the draws are for: every part of its identity, so two items (or one item in
@@ -148,6 +149,21 @@ impl Drawn {
     /// The rotation to apply, if drawn.
     pub fn rotate_angle(&self) -> Option<f64> {
         self.rotate.flatten()
+    }
+}
+
+/// The random part of a request's name (cache keys, ETags): what is drawn and under which
+/// seed and epoch.
+impl Canonical for Augment {
+    fn write_canonical(&self, out: &mut String) {
+        out.push_str(&format!("rand(seed={},epoch={}", self.seed, self.epoch));
+        if let Some(f) = self.flip {
+            out.push_str(&format!(",flip({:e},{})", f.prob, f.axes.canonical()));
+        }
+        if let Some(r) = self.rotate {
+            out.push_str(&format!(",rotate({:e},{:e})", r.range, r.prob));
+        }
+        out.push(')');
     }
 }
 
