@@ -93,7 +93,8 @@ pub fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .any(|t| t == "*" || t.trim_start_matches("W/") == bare)
 }
 
-fn with_validators(mut resp: Response, etag: &str, cache: &'static str) -> Response {
+/// Sets `ETag` and `Cache-Control`.
+pub(super) fn with_validators(mut resp: Response, etag: &str, cache: &'static str) -> Response {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
@@ -106,13 +107,18 @@ fn not_modified_response(etag: &str, cache: &'static str) -> Response {
     with_validators(StatusCode::NOT_MODIFIED.into_response(), etag, cache)
 }
 
+/// The strong ETag of a body that is its own version (JSON documents, embedded files).
+pub(super) fn body_etag(body: &[u8]) -> String {
+    format!("\"{:016x}\"", fnv1a(body))
+}
+
 /// A JSON body with an ETag over its bytes; 304 when the client has it already.
 pub fn json(headers: &HeaderMap, value: &impl Serialize) -> Response {
     let body = match serde_json::to_vec_pretty(value) {
         Ok(b) => b,
         Err(e) => return AppError::Internal(format!("serialising JSON: {e}")).into_response(),
     };
-    let etag = format!("\"{:016x}\"", fnv1a(&body));
+    let etag = body_etag(&body);
     if not_modified(headers, &etag) {
         return not_modified_response(&etag, CACHE_LISTING);
     }

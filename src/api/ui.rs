@@ -11,8 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::extract::{Params, Path, RawPairs};
-use super::response::not_modified;
-use crate::catalog::ids::fnv1a;
+use super::response::{body_etag, not_modified, with_validators};
 use crate::error::AppError;
 
 /// The page itself, served at `/` to clients that prefer HTML.
@@ -82,7 +81,7 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
         .iter()
         .map(|a| a.body)
         .chain([INDEX_HTML.as_bytes()])
-        .map(|b| format!("\"{:016x}\"", fnv1a(b)))
+        .map(body_etag)
         .collect()
 });
 
@@ -94,7 +93,7 @@ fn static_response(
     cache_control: &'static str,
     body: &'static [u8],
 ) -> Response {
-    let mut resp = if not_modified(headers, etag) {
+    let resp = if not_modified(headers, etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
@@ -103,15 +102,7 @@ fn static_response(
         )
             .into_response()
     };
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache_control),
-    );
-    resp
+    with_validators(resp, etag, cache_control)
 }
 
 /// The page, for `GET /` when the client prefers HTML.
