@@ -8,11 +8,16 @@
 //! 64x64x25 volume is made instead, so the smoke test stays quick in a debug build.
 //!
 //! Every benchmark is in the group `volume` and is read as a ratio to a baseline of the same run:
-//! - `inflate_only`: `flate2`'s `MultiGzDecoder` alone inflating the file into a `Vec` sized
-//!   from the gzip ISIZE trailer: the floor under `decode` and `cold_total`;
+//! - `inflate_only`: `flate2`'s `MultiGzDecoder` (zlib-rs) alone inflating the file into a
+//!   `Vec` sized from the gzip ISIZE trailer: the floor before issue 12, kept as the baseline;
+//! - `inflate_backend`: the whole-buffer inflate medserve uses for an object in memory
+//!   (`imaging::gzip::inflate_exact`: libdeflate); `inflate_mask_zlib_rs` /
+//!   `inflate_mask_backend` the two on the matching mask;
 //! - `fetch_local`: `std::fs::read` of the `.nii.gz` (what the local store does; the file is
 //!   in the page cache after the first read, so this is a memory copy, not a disk read);
-//! - `decode`: `nifti::decode`, inflating straight into typed int16 voxels;
+//! - `decode`: `nifti::decode` of the file in memory (libdeflate straight into typed int16
+//!   voxels), as the local store's requests do; `decode_stream_file` the streaming decode
+//!   (zlib-rs) from the file, as remote stores' requests do;
 //! - `resize_area_128x128x64`, `resize_trilinear_128x128x64`: `volume::image_f32` of the
 //!   decoded volume (int16 -> float32 conversion is fused into the first resize pass);
 //! - `scale_range`: `RangeScale(-1000, 1000, 0, 1)` on the `(1, 128, 128, 64)` result;
@@ -40,7 +45,7 @@ use ndarray::{ArrayD, Axis};
 
 use medserve::imaging::nifti::{self, OutType, Volume, VolumeLimits};
 use medserve::imaging::volume::{self, LabelSelect, RangeScale, SliceAt};
-use medserve::imaging::{ResizeMode, encode};
+use medserve::imaging::{ResizeMode, encode, gzip};
 
 const FULL_DIMS: [usize; 3] = [512, 512, 200];
 const TEST_DIMS: [usize; 3] = [64, 64, 25];
@@ -186,12 +191,43 @@ fn gzip_isize(gz: &[u8]) -> usize {
     u32::from_le_bytes(t) as usize
 }
 
-/// The floor: the same inflater, nothing else.
+/// The mask of `mask()` as a `.nii.gz` at the default level: masks compress 100x and inflate
+/// at a different speed than CT.
+fn mask_gz() -> &'static [u8] {
+    static GZ: OnceLock<Vec<u8>> = OnceLock::new();
+    GZ.get_or_init(|| {
+        let m = mask();
+        let nii = nifti::encode_nifti1(
+            &m.header.spatial,
+            &m.header.affine,
+            OutType::U8,
+            match &m.voxels {
+                nifti::Voxels::U8(v) => v,
+                _ => unreachable!("masks are written as uint8"),
+            },
+            1,
+        );
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&nii).expect("gzip");
+        e.finish().expect("gzip")
+    })
+}
+
+/// Today's floor (before issue 12): flate2's zlib-rs, nothing else. Kept as the baseline
+/// every ratio of this group is read against, whichever backend medserve now uses.
 fn inflate_only(gz: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(gzip_isize(gz));
     flate2::bufread::MultiGzDecoder::new(gz)
         .read_to_end(&mut out)
         .expect("inflate");
+    out
+}
+
+/// The inflate medserve uses for an object in memory (`imaging::gzip::inflate_exact`:
+/// libdeflate, whole buffer, into a fresh buffer sized from the trailer as `decode` does).
+fn inflate_backend(gz: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; gzip_isize(gz)];
+    gzip::inflate_exact(gz, &mut out).expect("inflate");
     out
 }
 
@@ -215,6 +251,18 @@ fn bench_volume(c: &mut Criterion) {
     g.bench_function("inflate_only", |b| {
         let gz = file_bytes();
         b.iter(|| inflate_only(black_box(gz)));
+    });
+    g.bench_function("inflate_backend", |b| {
+        let gz = file_bytes();
+        b.iter(|| inflate_backend(black_box(gz)));
+    });
+    g.bench_function("inflate_mask_zlib_rs", |b| {
+        let gz = mask_gz();
+        b.iter(|| inflate_only(black_box(gz)));
+    });
+    g.bench_function("inflate_mask_backend", |b| {
+        let gz = mask_gz();
+        b.iter(|| inflate_backend(black_box(gz)));
     });
     g.bench_function("decode", |b| {
         let gz = file_bytes();
@@ -299,6 +347,8 @@ fn config() -> Criterion {
 
 /// Each benchmark and the baseline of the same run it is read against.
 const RATIOS: &[(&str, &str)] = &[
+    ("volume/inflate_backend", "volume/inflate_only"),
+    ("volume/inflate_mask_backend", "volume/inflate_mask_zlib_rs"),
     ("volume/decode", "volume/inflate_only"),
     ("volume/cold_total", "volume/inflate_only"),
     ("volume/resize_area_128x128x64", "volume/inflate_only"),

@@ -187,6 +187,10 @@ impl ObjectStore for LocalStore {
         Ok(self.meta_of(key, &md))
     }
 
+    fn whole_reads_are_cheap(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError> {
         let (meta, mut reader) = self.open(key, max_bytes).await?;
         let key = key.to_string();

@@ -85,6 +85,13 @@ pub trait ObjectStore: Send + Sync + Debug {
         max_bytes: u64,
     ) -> Result<(ObjectMeta, ObjectReader), StoreError>;
 
+    /// Whether reading an object whole costs about what streaming it does (a local file: no
+    /// download for a decoder to overlap with), so decoders may take it whole and use a
+    /// faster whole-buffer codec.
+    fn whole_reads_are_cheap(&self) -> bool {
+        false
+    }
+
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -4,6 +4,8 @@
 
 use std::io::{BufRead, Read};
 
+use crate::imaging::gzip::{self, GzDecoder};
+
 use super::{Dtype, Header, Volume, VolumeError, VolumeLimits, Voxels, header, io_error};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -11,17 +13,23 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Reads just the header (inflating only its first bytes).
 pub fn read_header(bytes: &[u8]) -> Result<Header, VolumeError> {
     if bytes.starts_with(&GZIP_MAGIC) {
-        let mut r = flate2::bufread::MultiGzDecoder::new(bytes);
+        let mut r = GzDecoder::new(bytes);
         header::read_from(&mut r)
     } else {
         header::read_from(&mut &bytes[..])
     }
 }
 
-/// Decodes a whole `.nii` or `.nii.gz` held in memory.
+/// Decodes a whole `.nii` or `.nii.gz` held in memory. A `.nii.gz` whose gzip trailer states
+/// the size the header implies is inflated whole by libdeflate straight into the voxel buffer;
+/// anything else (several members, bytes after the voxels, a corrupt stream) is streamed, which
+/// reads only as far as the voxels reach and names what is wrong.
 pub fn decode(bytes: &[u8], limits: &VolumeLimits) -> Result<Volume, VolumeError> {
     if bytes.starts_with(&GZIP_MAGIC) {
-        let mut r = flate2::bufread::MultiGzDecoder::new(bytes);
+        if let Some(v) = decode_whole_gz(bytes, limits)? {
+            return Ok(v);
+        }
+        let mut r = GzDecoder::new(bytes);
         decode_from(&mut r, limits)
     } else {
         decode_from(&mut &bytes[..], limits)
@@ -34,10 +42,57 @@ pub fn decode_reader<R: Read>(r: R, limits: &VolumeLimits) -> Result<Volume, Vol
     let mut br = std::io::BufReader::with_capacity(256 << 10, r);
     let head = br.fill_buf().map_err(|e| io_error(e, "at its start"))?;
     if head.starts_with(&GZIP_MAGIC) {
-        decode_from(&mut flate2::bufread::MultiGzDecoder::new(br), limits)
+        decode_from(&mut GzDecoder::new(br), limits)
     } else {
         decode_from(&mut br, limits)
     }
+}
+
+/// The whole-buffer path of [`decode`]: `None` when it does not apply or the inflate fails
+/// (the caller streams instead). Limits are checked before the buffer is allocated.
+fn decode_whole_gz(gz: &[u8], limits: &VolumeLimits) -> Result<Option<Volume>, VolumeError> {
+    let header = header::read_from(&mut GzDecoder::new(gz))?;
+    let data_bytes = check_limits(&header, limits)?;
+    let total = header.vox_offset + data_bytes;
+    let width = header.dtype.size() as u64;
+    // The header and extensions are inflated into the front of the voxel buffer and dropped,
+    // so they must end on a voxel boundary (NIfTI asks for a multiple of 16 anyway).
+    if gzip::trailer_size(gz) != Some(total as u32) || header.vox_offset % width != 0 {
+        return Ok(None);
+    }
+    let (Ok(n), Ok(prefix)) = (
+        usize::try_from(header.voxels()),
+        usize::try_from(header.vox_offset / width),
+    ) else {
+        return Ok(None);
+    };
+    let swap = header.big_endian != cfg!(target_endian = "big");
+    macro_rules! read_whole {
+        ($t:ty, $variant:ident) => {{
+            let mut v: Vec<$t> = vec![<$t>::default(); prefix + n];
+            if gzip::inflate_exact(gz, bytemuck::cast_slice_mut(&mut v)).is_err() {
+                return Ok(None);
+            }
+            v.drain(..prefix);
+            if swap {
+                swap_bytes(bytemuck::cast_slice_mut(&mut v), std::mem::size_of::<$t>());
+            }
+            Voxels::$variant(v)
+        }};
+    }
+    let voxels = match header.dtype {
+        Dtype::U8 => read_whole!(u8, U8),
+        Dtype::I8 => read_whole!(i8, I8),
+        Dtype::I16 => read_whole!(i16, I16),
+        Dtype::U16 => read_whole!(u16, U16),
+        Dtype::I32 => read_whole!(i32, I32),
+        Dtype::U32 => read_whole!(u32, U32),
+        Dtype::I64 => read_whole!(i64, I64),
+        Dtype::U64 => read_whole!(u64, U64),
+        Dtype::F32 => read_whole!(f32, F32),
+        Dtype::F64 => read_whole!(f64, F64),
+    };
+    Ok(Some(Volume { header, voxels }))
 }
 
 /// Whether `bytes` look like a gzip stream.
