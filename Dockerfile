@@ -42,7 +42,7 @@ RUN apt-get update \
     && groupadd --system --gid 10001 medserve \
     && useradd --system --uid 10001 --gid medserve \
         --home-dir /var/lib/medserve --create-home --shell /usr/sbin/nologin medserve \
-    && install -d -o medserve -g medserve -m 0755 /sample
+    && install -d -o medserve -g medserve -m 0755 /sample /var/cache/medserve
 
 COPY --from=builder /out/medserve /usr/local/bin/medserve
 
@@ -51,7 +51,8 @@ COPY --from=builder /out/medserve /usr/local/bin/medserve
 # that variable be unset, under ./medserve-sample-data relative to WORKDIR).
 # /sample exists and belongs to the user so that an empty named volume mounted
 # there (compose's `sample` volume) inherits that ownership and is writable by
-# `medserve sample-data /sample`.
+# `medserve sample-data /sample`. /var/cache/medserve likewise, for the disk
+# tier (--disk-cache-dir; compose mounts a named volume there).
 WORKDIR /var/lib/medserve
 
 ENV MEDSERVE_LISTEN=0.0.0.0:8080 \

@@ -24,6 +24,9 @@
 //! - `encode_npy`: `.npy` of the scaled result;
 //! - `cold_total`: bytes -> decode -> area resize -> scale -> npy (a cold request minus the
 //!   fetch and HTTP); `warm_transform`: the same from an already decoded volume;
+//! - `disk_load`: the decoded volume read back from the disk tier (`cache::disk`: mapped,
+//!   CRC-checked), read against `decode`; `recold_disk`: that plus the transform, read against
+//!   `cold_total` (goal: at most 0.25x); `disk_store`: writing the entry;
 //! - `label_nearest_128x128x64`: `label_u8` + `label_resized` of the matching mask;
 //! - `slice_axial_png`: the middle axial slice as an 8-bit PNG in a -1000..1000 window.
 //!
@@ -43,9 +46,12 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{BatchSize, Criterion, SamplingMode};
 use ndarray::{ArrayD, Axis};
 
+use medserve::cache::disk::{DiskCache, Lookup};
+use medserve::cache::{CacheKey, Stage};
 use medserve::imaging::nifti::{self, OutType, Volume, VolumeLimits};
 use medserve::imaging::volume::{self, LabelSelect, RangeScale, SliceAt};
 use medserve::imaging::{ResizeMode, encode, gzip};
+use medserve::store::ObjectMeta;
 
 const FULL_DIMS: [usize; 3] = [512, 512, 200];
 const TEST_DIMS: [usize; 3] = [64, 64, 25];
@@ -231,6 +237,30 @@ fn inflate_backend(gz: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A disk tier in `target/bench-data/disk-tier` holding the decoded volume, and its key.
+fn disk_entry() -> &'static (DiskCache, CacheKey) {
+    static ENTRY: OnceLock<(DiskCache, CacheKey)> = OnceLock::new();
+    ENTRY.get_or_init(|| {
+        let dir = target_dir().join("bench-data").join("disk-tier");
+        let disk = DiskCache::open(&dir, 4 << 30).expect("disk tier");
+        let obj = ObjectMeta {
+            key: volume_path().display().to_string(),
+            size: file_bytes().len() as u64,
+            version: "bench".into(),
+        };
+        let key = CacheKey::new(Stage::Volume, [&obj], &"nifti");
+        disk.store_volume(&key, decoded()).expect("store");
+        (disk, key)
+    })
+}
+
+fn disk_load(disk: &DiskCache, key: &CacheKey) -> Volume {
+    match disk.load_volume(key) {
+        Lookup::Hit(v) => *v,
+        other => panic!("disk tier: {other:?}"),
+    }
+}
+
 /// Area resize + scale + npy of a decoded volume: the transform part of a request.
 fn transform(vol: &Volume) -> Vec<u8> {
     let mut a = volume::image_f32(vol, Some(TARGET), ResizeMode::Area);
@@ -309,6 +339,21 @@ fn bench_volume(c: &mut Criterion) {
             transform(&nifti::decode_reader(f, &LIMITS).expect("decode"))
         });
     });
+    // The disk tier: the decoded volume mapped back and checked (CRC-32), alone and followed
+    // by the transform (a "re-cold" request: the volume left RAM but not the disk).
+    g.bench_function("disk_load", |b| {
+        let (disk, key) = disk_entry();
+        b.iter(|| disk_load(disk, key));
+    });
+    g.bench_function("recold_disk", |b| {
+        let (disk, key) = disk_entry();
+        b.iter(|| transform(&disk_load(disk, key)));
+    });
+    g.bench_function("disk_store", |b| {
+        let (disk, key) = disk_entry();
+        let vol = decoded();
+        b.iter(|| disk.store_volume(key, black_box(vol)).expect("store"));
+    });
     g.bench_function("warm_transform", |b| {
         let vol = decoded();
         b.iter(|| transform(black_box(vol)));
@@ -354,6 +399,9 @@ const RATIOS: &[(&str, &str)] = &[
     ("volume/resize_area_128x128x64", "volume/inflate_only"),
     ("volume/resize_trilinear_128x128x64", "volume/inflate_only"),
     ("volume/warm_transform", "volume/inflate_only"),
+    ("volume/disk_load", "volume/decode"),
+    ("volume/recold_disk", "volume/cold_total"),
+    ("volume/disk_store", "volume/decode"),
     ("volume/fetch_local", "volume/inflate_only"),
     ("volume/decode_stream_file", "volume/inflate_only"),
     ("volume/cold_stream", "volume/inflate_only"),

@@ -107,7 +107,7 @@ pub fn read_catalog_file(config: &Config) -> anyhow::Result<CatalogFile> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let catalog_file = read_catalog_file(&config)?;
-    let state = state_for_store(
+    let mut state = state_for_store(
         store.clone(),
         config.limits,
         config.cache_bytes,
@@ -115,6 +115,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         catalog_file,
         config.cpu_workers,
     );
+    if let Some((dir, bytes)) = &config.disk_cache {
+        let disk = cache::disk::DiskCache::open(dir, *bytes)
+            .map_err(|e| anyhow::anyhow!("--disk-cache-dir {}: {e}", dir.display()))?;
+        let (held, entries) = disk.usage();
+        tracing::info!(dir = %dir.display(), gb = bytes >> 30, held_mb = held >> 20, entries, "disk cache open");
+        state.pipeline = state.pipeline.with_disk_cache(Arc::new(disk));
+    }
     let app = build_router(
         state,
         &HttpOptions {

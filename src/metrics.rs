@@ -18,12 +18,16 @@ pub struct Metrics {
     pub encode_us: AtomicU64,
     pub prefetched_batches: AtomicU64,
     pub prefetch_skipped: AtomicU64,
+    pub disk_hits: AtomicU64,
+    pub disk_misses: AtomicU64,
+    pub disk_writes: AtomicU64,
+    pub disk_dropped: AtomicU64,
 }
 
 type Counter = fn(&Metrics) -> &AtomicU64;
 
 /// `(name, help, counter)` of every plain counter.
-pub const COUNTERS: [(&str, &str, Counter); 8] = [
+pub const COUNTERS: [(&str, &str, Counter); 12] = [
     (
         "medserve_storage_get_total",
         "Whole-object GETs sent to the store.",
@@ -64,6 +68,26 @@ pub const COUNTERS: [(&str, &str, Counter); 8] = [
         "Foreground/background index lists computed for patch sampling (cache misses).",
         |m| &m.fg_indices,
     ),
+    (
+        "medserve_disk_cache_hits_total",
+        "Decoded volumes read back from the disk tier (--disk-cache-dir) instead of decoded.",
+        |m| &m.disk_hits,
+    ),
+    (
+        "medserve_disk_cache_misses_total",
+        "Decoded volumes looked for in the disk tier and not found.",
+        |m| &m.disk_misses,
+    ),
+    (
+        "medserve_disk_cache_writes_total",
+        "Decoded volumes written to the disk tier.",
+        |m| &m.disk_writes,
+    ),
+    (
+        "medserve_disk_cache_dropped_total",
+        "Disk-tier entries that failed a check (torn, truncated, corrupted) and were deleted.",
+        |m| &m.disk_dropped,
+    ),
 ];
 
 /// `medserve_stage_seconds_total{stage}`: microseconds spent per stage of cache misses.
@@ -91,8 +115,14 @@ impl Metrics {
         c.fetch_add(us, Ordering::Relaxed);
     }
 
-    /// The Prometheus text of every counter, plus the cache's gauges.
-    pub fn render(&self, cache_entries: u64, cache_bytes: u64) -> String {
+    /// The Prometheus text of every counter, plus the cache's gauges (and the disk tier's,
+    /// `(bytes, entries)`, when there is one).
+    pub fn render(
+        &self,
+        cache_entries: u64,
+        cache_bytes: u64,
+        disk: Option<(u64, usize)>,
+    ) -> String {
         let mut out = String::new();
         for (name, help, c) in COUNTERS {
             let v = c(self).load(Ordering::Relaxed);
@@ -122,7 +152,22 @@ impl Metrics {
                 "Approximate bytes held in the cache.",
                 cache_bytes,
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(disk.into_iter().flat_map(|(bytes, entries)| {
+            [
+                (
+                    "medserve_disk_cache_entries",
+                    "Entries held in the disk tier.",
+                    entries as u64,
+                ),
+                (
+                    "medserve_disk_cache_bytes",
+                    "Bytes held in the disk tier.",
+                    bytes,
+                ),
+            ]
+        })) {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
             ));

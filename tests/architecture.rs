@@ -96,14 +96,14 @@ fn store_and_catalog_know_no_http() {
 
 #[test]
 fn cache_and_pipeline_know_no_http() {
-    check("cache.rs", HTTP, "cache.rs knows no HTTP");
+    check("cache", HTTP, "cache/ knows no HTTP");
     check(
         "pipeline",
         HTTP,
         "pipeline/ knows no HTTP (its errors map to HTTP in error.rs)",
     );
     check(
-        "cache.rs",
+        "cache",
         &["crate::pipeline"],
         "the cache knows nothing of the pipeline that fills it",
     );

@@ -96,17 +96,24 @@ async fn exit_after_sigterm(server: &mut Server) -> std::process::ExitStatus {
 
 /// A minimal HTTP/1.1 GET; returns (status, body).
 async fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    try_http_get(addr, path)
+        .await
+        .unwrap_or_else(|| panic!("GET {path}: no complete answer"))
+}
+
+/// [`http_get`], `None` when the connection fails or ends before a whole head.
+async fn try_http_get(addr: &str, path: &str) -> Option<(u16, Vec<u8>)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await
-    .unwrap();
+    .ok()?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    s.read_to_end(&mut buf).await.ok()?;
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let status = head[9..12].parse().unwrap();
+    let status = head.get(9..12)?.parse().ok()?;
     let mut body = buf[head_end..].to_vec();
     if head
         .to_ascii_lowercase()
@@ -114,7 +121,7 @@ async fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     {
         body = dechunk(&body);
     }
-    (status, body)
+    Some((status, body))
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
@@ -314,4 +321,93 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(common::parse_npy(&body).0, [1, 64, 64]);
     let exit = exit_after_sigterm(&mut server).await;
     assert!(exit.success(), "exit status {exit}");
+}
+
+/// `kill -9` while the disk tier writes an entry: the restarted server removes the half-written
+/// file, and answers the same bytes as a server without the tier (from a complete entry, or
+/// decoding again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_mid_write_leaves_no_torn_disk_entry() {
+    let data = tempfile::tempdir().unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    // A float32 volume of 25 MB: long enough to write that the kill can land inside it.
+    let dims = [256usize, 256, 96];
+    let (ct, _) = medserve::sample::ct_volume(7, (dims[0], dims[1], dims[2]));
+    let voxels: Vec<f32> = ct.t().iter().map(|&v| f32::from(v)).collect();
+    let eye = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    let nii = medserve::imaging::nifti::encode_nifti1(
+        &dims,
+        &eye,
+        medserve::imaging::nifti::OutType::F32,
+        bytemuck::cast_slice(&voxels),
+        1,
+    );
+    let subject = data.path().join("big/train/s1");
+    std::fs::create_dir_all(&subject).unwrap();
+    std::fs::write(subject.join("img.nii"), &nii).unwrap();
+    let args = [
+        "--data",
+        data.path().to_str().unwrap(),
+        "--disk-cache-dir",
+        disk.path().to_str().unwrap(),
+    ];
+    let path = "/v1/datasets/big/splits/train/items/s1/volume?size=32,32,12&format=npy";
+
+    let mut server = spawn(&args, &[], data.path());
+    let request = tokio::spawn({
+        let addr = server.addr.clone();
+        async move { try_http_get(&addr, path).await }
+    });
+    // Kill as soon as a temporary entry shows up (or the complete one, if the write won).
+    let listing = |suffix: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(disk.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while listing(".tmp").is_empty() && listing(".mvol").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no disk entry started"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let torn = !listing(".tmp").is_empty();
+    eprintln!("killed {} the write", if torn { "during" } else { "after" });
+
+    let server = spawn(&args, &[], data.path());
+    assert!(
+        listing(".tmp").is_empty(),
+        "the restart removes half-written entries"
+    );
+    let (status, body) = http_get(&server.addr, path).await;
+    assert_eq!(status, 200);
+    // The killed server answered first when the write started after its response.
+    if let Ok(Some((200, first))) = request.await {
+        assert_eq!(body, first);
+    }
+    let plain = spawn(&args[..2], &[], data.path());
+    assert_eq!(http_get(&plain.addr, path).await, (200, body));
+    let (_, metrics) = http_get(&server.addr, "/metrics").await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    let expect = if torn {
+        "medserve_decode_total 1"
+    } else {
+        "medserve_disk_cache_hits_total 1"
+    };
+    assert!(metrics.lines().any(|l| l == expect), "{expect}:\n{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "medserve_disk_cache_dropped_total 0")
+    );
 }

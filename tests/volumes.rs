@@ -69,7 +69,7 @@ fn i16_voxels(v: &Volume) -> Vec<f32> {
 
 fn u8_voxels(v: &Volume) -> Vec<u8> {
     match &v.voxels {
-        Voxels::U8(d) => d.clone(),
+        Voxels::U8(d) => d.to_vec(),
         other => panic!(
             "expected uint8 voxels, got {:?}",
             std::mem::discriminant(other)
@@ -79,7 +79,7 @@ fn u8_voxels(v: &Volume) -> Vec<u8> {
 
 fn f32_voxels(v: &Volume) -> Vec<f32> {
     match &v.voxels {
-        Voxels::F32(d) => d.clone(),
+        Voxels::F32(d) => d.to_vec(),
         other => panic!(
             "expected float32 voxels, got {:?}",
             std::mem::discriminant(other)

@@ -82,9 +82,11 @@ pub async fn openapi() -> Response {
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let cache = state.pipeline.cache();
-    let out = state
-        .metrics
-        .render(cache.entry_count().await, cache.weighted_kib().await * 1024);
+    let out = state.metrics.render(
+        cache.entry_count().await,
+        cache.weighted_kib().await * 1024,
+        state.pipeline.disk_usage(),
+    );
     (
         StatusCode::OK,
         [

@@ -54,6 +54,14 @@ pub struct ServeArgs {
     /// Memory for decoded and transformed arrays, in MiB.
     #[arg(long, env = "MEDSERVE_CACHE_MB", default_value_t = 512)]
     pub cache_mb: u64,
+    /// Folder for the disk tier behind the memory cache: decoded volumes are written there once
+    /// and read back by memory map after they leave memory, instead of being inflated again.
+    /// Unset: no disk tier. One folder per server process.
+    #[arg(long, env = "MEDSERVE_DISK_CACHE_DIR")]
+    pub disk_cache_dir: Option<PathBuf>,
+    /// Size of the disk tier in GiB; the least recently used entries are deleted past it.
+    #[arg(long, env = "MEDSERVE_DISK_CACHE_GB", default_value_t = 20)]
+    pub disk_cache_gb: u64,
     /// Seconds a listing of the store is reused before it is listed again.
     #[arg(long, env = "MEDSERVE_LISTING_TTL_SECS", default_value_t = 300)]
     pub listing_ttl_secs: u64,

@@ -131,6 +131,8 @@ pub struct Config {
     pub s3_region: Option<String>,
     /// `--cache-mb` in bytes.
     pub cache_bytes: u64,
+    /// `--disk-cache-dir` and `--disk-cache-gb` in bytes, when there is a disk tier.
+    pub disk_cache: Option<(PathBuf, u64)>,
     /// `--listing-ttl-secs`: how long a listing of the store is reused.
     pub listing_ttl: Duration,
     /// `--catalog`: the JSON file naming datasets, if any.
@@ -175,6 +177,10 @@ impl Config {
             s3_endpoint: a.s3_endpoint.clone(),
             s3_region: a.s3_region.clone(),
             cache_bytes: a.cache_mb << 20,
+            disk_cache: a
+                .disk_cache_dir
+                .clone()
+                .map(|dir| (dir, a.disk_cache_gb << 30)),
             listing_ttl: Duration::from_secs(a.listing_ttl_secs),
             catalog: a.catalog.clone(),
             cors,
@@ -230,6 +236,9 @@ fn check(errs: &mut Vec<String>, ok: bool, msg: impl FnOnce() -> String) {
 
 /// The bounds of the cache, listing and input-size flags (checked in the order of `--help`).
 fn check_inputs(a: &ServeArgs, errs: &mut Vec<String>) {
+    check(errs, (1..=1 << 20).contains(&a.disk_cache_gb), || {
+        format!("--disk-cache-gb: {} must be 1..=1048576", a.disk_cache_gb)
+    });
     check(errs, (1..=1 << 20).contains(&a.cache_mb), || {
         format!("--cache-mb: {} must be 1..=1048576", a.cache_mb)
     });

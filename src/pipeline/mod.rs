@@ -22,6 +22,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::disk::DiskCache;
 use crate::cache::{ArrayCache, KindMismatch};
 use crate::catalog::Item;
 use crate::config::Limits;
@@ -105,6 +106,8 @@ pub struct Pipeline {
     prefetch: Arc<tokio::sync::Semaphore>,
     /// The datasets' statistics jobs (`stats.rs`).
     stats: stats::StatsJobs,
+    /// The disk tier behind the RAM cache (`--disk-cache-dir`), for decoded volumes.
+    disk: Option<Arc<DiskCache>>,
 }
 
 impl Pipeline {
@@ -122,9 +125,21 @@ impl Pipeline {
             pool: CpuPool::new(cpu_workers, limits.max_queue, metrics.clone()),
             prefetch: Arc::new(tokio::sync::Semaphore::new(limits.prefetch_batches)),
             stats: stats::StatsJobs::default(),
+            disk: None,
             limits,
             metrics,
         }
+    }
+
+    /// The same pipeline with a disk tier behind its RAM cache.
+    pub fn with_disk_cache(mut self, disk: Arc<DiskCache>) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// The disk tier's `(bytes, entries)`, when there is one.
+    pub fn disk_usage(&self) -> Option<(u64, usize)> {
+        self.disk.as_ref().map(|d| d.usage())
     }
 
     /// The limits requests are checked against.

@@ -18,6 +18,7 @@
 //! voxel reader, `write.rs` the NIfTI-1 writer.
 
 mod affine;
+mod buf;
 mod header;
 mod read;
 #[cfg(test)]
@@ -25,6 +26,7 @@ mod tests;
 mod write;
 
 pub use affine::axcodes;
+pub use buf::{SharedBytes, ViewError, VoxelBuf};
 pub use read::{decode, decode_reader, is_gzip, read_header};
 pub use write::{OutType, encode_nifti1};
 
@@ -55,7 +57,7 @@ pub enum VolumeError {
 }
 
 /// Voxel types we decode (NIfTI `datatype` codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Dtype {
     U8,
     I8,
@@ -115,7 +117,7 @@ impl Dtype {
 }
 
 /// Where the affine came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AffineSource {
     Sform,
     Qform,
@@ -133,8 +135,8 @@ impl AffineSource {
     }
 }
 
-/// What we use from a NIfTI header.
-#[derive(Debug, Clone, PartialEq)]
+/// What we use from a NIfTI header (serialisable: the disk cache stores it beside the voxels).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Header {
     /// 1 or 2.
     pub version: u8,
@@ -178,16 +180,16 @@ impl Header {
 /// Voxels in their stored type, file order (`x` fastest, then y, z, channel), native endian.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Voxels {
-    U8(Vec<u8>),
-    I8(Vec<i8>),
-    I16(Vec<i16>),
-    U16(Vec<u16>),
-    I32(Vec<i32>),
-    U32(Vec<u32>),
-    I64(Vec<i64>),
-    U64(Vec<u64>),
-    F32(Vec<f32>),
-    F64(Vec<f64>),
+    U8(VoxelBuf<u8>),
+    I8(VoxelBuf<i8>),
+    I16(VoxelBuf<i16>),
+    U16(VoxelBuf<u16>),
+    I32(VoxelBuf<i32>),
+    U32(VoxelBuf<u32>),
+    I64(VoxelBuf<i64>),
+    U64(VoxelBuf<u64>),
+    F32(VoxelBuf<f32>),
+    F64(VoxelBuf<f64>),
 }
 
 /// Runs `$body` with `$v` bound to the typed `Vec` inside a [`Voxels`].

@@ -77,7 +77,7 @@ fn decode_whole_gz(gz: &[u8], limits: &VolumeLimits) -> Result<Option<Volume>, V
             if swap {
                 swap_bytes(bytemuck::cast_slice_mut(&mut v), std::mem::size_of::<$t>());
             }
-            Voxels::$variant(v)
+            Voxels::$variant(v.into())
         }};
     }
     let voxels = match header.dtype {
@@ -120,7 +120,7 @@ fn decode_from<R: Read>(r: &mut R, limits: &VolumeLimits) -> Result<Volume, Volu
             if swap {
                 swap_bytes(bytemuck::cast_slice_mut(&mut v), std::mem::size_of::<$t>());
             }
-            Voxels::$variant(v)
+            Voxels::$variant(v.into())
         }};
     }
     let voxels = match header.dtype {

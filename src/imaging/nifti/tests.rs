@@ -29,7 +29,7 @@ fn round_trip_and_header_facts() {
     assert_eq!(v.header.channels, 1);
     assert_eq!(v.header.orientation(), ['L', 'A', 'S']);
     assert_eq!(v.header.affine_source, AffineSource::Sform);
-    assert_eq!(v.voxels, Voxels::U8(data));
+    assert_eq!(v.voxels, Voxels::U8(data.into()));
     // The qform we write is the same transform.
     let mut q = bytes.clone();
     q[254..256].copy_from_slice(&0i16.to_le_bytes());
@@ -53,7 +53,10 @@ fn gzip_truncated_and_limits() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &raw).unwrap();
     let gz = gz.finish().unwrap();
-    assert_eq!(decode(&gz, &limits()).unwrap().voxels, Voxels::U8(data));
+    assert_eq!(
+        decode(&gz, &limits()).unwrap().voxels,
+        Voxels::U8(data.into())
+    );
     let e = decode(&gz[..gz.len() / 2], &limits()).unwrap_err();
     assert!(matches!(e, VolumeError::Truncated(_)), "{e}");
     let e = decode(&raw[..1000], &limits()).unwrap_err();
@@ -118,7 +121,7 @@ fn big_endian_and_scaling() {
     b.extend_from_slice(&(-5i16).to_be_bytes());
     let v = decode(&b, &limits()).unwrap();
     assert!(v.header.big_endian);
-    assert_eq!(v.voxels, Voxels::I16(vec![300, -5]));
+    assert_eq!(v.voxels, Voxels::I16(vec![300, -5].into()));
     assert_eq!((v.header.scl_slope, v.header.scl_inter), (2.0, -1.0));
 }
 

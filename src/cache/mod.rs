@@ -10,6 +10,8 @@
 //! (moka's `try_get_with`). One cache holds every kind of entry, so one byte budget covers
 //! them all. This module knows nothing of HTTP.
 
+pub mod disk;
+
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -117,6 +119,15 @@ impl CacheKey {
     /// A strong HTTP ETag for this result sent as `format`, plus our version so a new release
     /// never reuses an old tag.
     pub fn etag(&self, format: &str) -> String {
+        let mut text = self.stable_text();
+        text.push('\u{1f}');
+        text.push_str(format);
+        format!("\"{:016x}\"", fnv1a(text.as_bytes()))
+    }
+
+    /// The key as one text: medserve's version, the stage, each object's key and version, the
+    /// transform, separated by U+001F. What the ETag hashes, and what names disk entries.
+    pub fn stable_text(&self) -> String {
         let mut text = String::from(env!("CARGO_PKG_VERSION"));
         let mut part = |p: &str| {
             text.push('\u{1f}');
@@ -128,8 +139,7 @@ impl CacheKey {
             part(v);
         }
         part(&self.transform);
-        part(format);
-        format!("\"{:016x}\"", fnv1a(text.as_bytes()))
+        text
     }
 
     /// The label of this key in logs.
@@ -280,6 +290,12 @@ impl ArrayCache {
             .await
             .map_err(|e: Arc<E>| (*e).clone())?;
         T::unwrap(entry).ok_or_else(|| E::from(KindMismatch))
+    }
+
+    /// Drops every entry (what a restart would do to memory; the disk tier keeps its own).
+    pub async fn clear(&self) {
+        self.inner.invalidate_all();
+        self.inner.run_pending_tasks().await;
     }
 
     /// Number of entries (after pending maintenance).

@@ -1,0 +1,185 @@
+//! The disk tier (`--disk-cache-dir`) over HTTP, in process: a volume that left the RAM cache
+//! is read back from disk instead of decoded, answers stay byte-identical to a server without
+//! the tier, entries survive a restart, and a corrupted or truncated entry is dropped and
+//! decoded again. (Killing the real binary mid-write is in `tests/binary.rs`.)
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use common::{get, sample_dir};
+use medserve::cache::disk::DiskCache;
+use medserve::catalog::CatalogFile;
+use medserve::config::Limits;
+use medserve::store::LocalStore;
+use medserve::{AppState, HttpOptions, build_router, state_for_store};
+
+const SPLEEN: &str = "/v1/datasets/Task09_Spleen/splits/train/items/spleen_10";
+const BRATS: &str = "/v1/datasets/Task01_BrainTumour/splits/train/items/BRATS_001";
+
+/// The app over the sample data and, when given, a disk tier in `disk`.
+fn app(disk: Option<&Path>) -> Router {
+    app_state(disk).0
+}
+
+fn app_state(disk: Option<&Path>) -> (Router, AppState) {
+    let store = LocalStore::new(sample_dir()).expect("store");
+    let mut s = state_for_store(
+        Arc::new(store),
+        Limits::default(),
+        64 << 20,
+        Duration::from_secs(300),
+        CatalogFile {
+            discover: true,
+            ..Default::default()
+        },
+        2,
+    );
+    if let Some(dir) = disk {
+        s.pipeline = s
+            .pipeline
+            .with_disk_cache(Arc::new(DiskCache::open(dir, 1 << 30).expect("disk cache")));
+    }
+    (build_router(s.clone(), &HttpOptions::default()), s)
+}
+
+async fn metric(app: &Router, name: &str) -> u64 {
+    let r = get(app, "/metrics").await;
+    let text = String::from_utf8(r.body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// Waits (bounded) until the background writes have reached `n`.
+async fn writes_reach(app: &Router, n: u64) {
+    for _ in 0..400 {
+        if metric(app, "medserve_disk_cache_writes_total").await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the disk tier never reached {n} writes");
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mvol"))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn body(app: &Router, uri: &str) -> Vec<u8> {
+    let r = get(app, uri).await;
+    assert_eq!(r.status, 200, "{uri}: {}", String::from_utf8_lossy(&r.body));
+    r.body
+}
+
+const REQUESTS: [&str; 4] = [
+    "/volume?size=32,32,12&format=npz&part=both",
+    "/volume?size=16,16,8&a_min=-100&a_max=200&format=npy",
+    "/slice?axis=axial&index=5&format=f32",
+    "/volume?format=nii",
+];
+
+#[tokio::test]
+async fn volumes_out_of_memory_come_back_from_disk_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = app(None);
+    let (tiered, state) = app_state(Some(dir.path()));
+
+    // First pass: decoded (image + mask of the spleen, 4 channels of BraTS), then written.
+    let first = body(&tiered, &format!("{SPLEEN}{}", REQUESTS[0])).await;
+    let brats = body(&tiered, &format!("{BRATS}/volume?size=16,16,8&format=npy")).await;
+    assert_eq!(metric(&tiered, "medserve_decode_total").await, 3);
+    writes_reach(&tiered, 3).await;
+    assert_eq!(entries(dir.path()).len(), 3);
+
+    // Memory emptied before each request: each needs the volumes again, and gets them from
+    // disk.
+    for q in REQUESTS {
+        state.pipeline.cache().clear().await;
+        let uri = format!("{SPLEEN}{q}");
+        assert_eq!(body(&tiered, &uri).await, body(&plain, &uri).await, "{uri}");
+    }
+    assert_eq!(
+        first,
+        body(&plain, &format!("{SPLEEN}{}", REQUESTS[0])).await
+    );
+    assert_eq!(
+        brats,
+        body(&plain, &format!("{BRATS}/volume?size=16,16,8&format=npy")).await
+    );
+    assert_eq!(
+        metric(&tiered, "medserve_decode_total").await,
+        3,
+        "no decode after the first"
+    );
+    let hits = metric(&tiered, "medserve_disk_cache_hits_total").await;
+    // Both objects for `part=both`, the image for the rest.
+    assert_eq!(hits, 5);
+    assert_eq!(metric(&tiered, "medserve_disk_cache_entries").await, 3);
+    assert!(metric(&tiered, "medserve_disk_cache_bytes").await > 0);
+
+    // A restarted server finds them.
+    let again = app(Some(dir.path()));
+    let uri = format!("{SPLEEN}{}", REQUESTS[1]);
+    assert_eq!(body(&again, &uri).await, body(&plain, &uri).await);
+    assert_eq!(metric(&again, "medserve_decode_total").await, 0);
+    assert_eq!(metric(&again, "medserve_disk_cache_hits_total").await, 1);
+}
+
+#[tokio::test]
+async fn damaged_entries_are_dropped_and_decoded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = app(None);
+    let (tiered, state) = app_state(Some(dir.path()));
+    let uri = format!("{BRATS}/volume?size=16,16,8&format=npy");
+    let want = body(&plain, &uri).await;
+    assert_eq!(body(&tiered, &uri).await, want);
+    writes_reach(&tiered, 1).await;
+    for (round, damage) in ["flip a voxel byte", "truncate", "empty", "garbage header"]
+        .into_iter()
+        .enumerate()
+    {
+        let [path] = entries(dir.path()).try_into().expect("one entry");
+        let mut bytes = std::fs::read(&path).unwrap();
+        match damage {
+            "flip a voxel byte" => {
+                let at = bytes.len() - 7;
+                bytes[at] ^= 0x10;
+            }
+            "truncate" => bytes.truncate(bytes.len() / 2),
+            "empty" => bytes.clear(),
+            _ => bytes[..8].copy_from_slice(b"garbage!"),
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        state.pipeline.cache().clear().await;
+        let round = round as u64;
+        assert_eq!(body(&tiered, &uri).await, want, "{damage}");
+        assert_eq!(
+            metric(&tiered, "medserve_disk_cache_dropped_total").await,
+            round + 1,
+            "{damage}"
+        );
+        assert_eq!(
+            metric(&tiered, "medserve_decode_total").await,
+            round + 2,
+            "{damage}"
+        );
+        // ... and written again, whole.
+        writes_reach(&tiered, round + 2).await;
+    }
+    state.pipeline.cache().clear().await;
+    assert_eq!(body(&tiered, &uri).await, want);
+    assert_eq!(metric(&tiered, "medserve_decode_total").await, 5);
+    assert_eq!(metric(&tiered, "medserve_disk_cache_hits_total").await, 1);
+}
