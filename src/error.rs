@@ -66,6 +66,9 @@ pub enum AppError {
     /// 503: the server is shedding load or the request took too long.
     #[error("server busy: {0}")]
     Busy(String),
+    /// 416: a `Range` that starts past the end of a body of this many bytes.
+    #[error("the range asked for starts past the end of the {0}-byte body")]
+    RangeNotSatisfiable(u64),
     /// 404: the item exists but this representation does not apply to it.
     #[error("{0}")]
     NotApplicable(String),
@@ -109,6 +112,7 @@ impl AppError {
             AppError::BodyTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             AppError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
+            AppError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::Undecodable { .. } | AppError::TooLarge { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -128,6 +132,7 @@ impl AppError {
             AppError::BodyTooLarge(..) => "body-too-large".into(),
             AppError::InvalidParameter { .. } => "invalid-parameter".into(),
             AppError::NotAcceptable { .. } => "not-acceptable".into(),
+            AppError::RangeNotSatisfiable(_) => "range-not-satisfiable".into(),
             AppError::Undecodable { .. } => "undecodable-object".into(),
             AppError::TooLarge { .. } => "object-too-large".into(),
             AppError::StorageUnavailable(_) => "storage-unavailable".into(),
@@ -146,6 +151,7 @@ impl AppError {
             AppError::BodyTooLarge(..) => "Request body too large",
             AppError::InvalidParameter { .. } => "Invalid parameter",
             AppError::NotAcceptable { .. } => "Not acceptable",
+            AppError::RangeNotSatisfiable(_) => "Range not satisfiable",
             AppError::Undecodable { .. } => "Object could not be decoded",
             AppError::TooLarge { .. } => "Object too large",
             AppError::StorageUnavailable(_) => "Storage unavailable",
@@ -220,6 +226,7 @@ impl AppError {
             | AppError::Forbidden(_)
             | AppError::BodyTooLarge(..)
             | AppError::Busy(_)
+            | AppError::RangeNotSatisfiable(_)
             | AppError::NotApplicable(_) => {}
         }
         p
@@ -260,6 +267,12 @@ impl IntoResponse for AppError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if let AppError::RangeNotSatisfiable(size) = &self {
+            headers.insert(
+                header::CONTENT_RANGE,
+                crate::api::ranges::unsatisfied_range(*size),
+            );
         }
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(

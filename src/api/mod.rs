@@ -28,9 +28,11 @@ pub mod batches;
 pub mod datasets;
 pub mod explore;
 pub mod extract;
+pub mod files;
 pub mod images;
 pub mod item;
 pub mod ops;
+pub mod ranges;
 pub mod response;
 pub mod ui;
 pub mod volumes;
@@ -108,6 +110,12 @@ pub fn routes() -> Vec<Route> {
             Method::GET,
             ImageQuery::PARAMS,
             get(images::get_image),
+        ),
+        q(
+            "/v1/datasets/{dataset}/splits/{split}/items/{item}/file",
+            Method::GET,
+            files::FileQuery::PARAMS,
+            get(files::get_file),
         ),
         q(
             "/v1/datasets/{dataset}/splits/{split}/items/{item}/slice",
@@ -239,11 +247,13 @@ fn cors_layer(cors: &CorsOrigins) -> CorsLayer {
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
             header::RANGE,
+            header::IF_RANGE,
         ])
         .expose_headers([
             header::ETAG,
             header::CONTENT_LENGTH,
             header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
             header::CONTENT_DISPOSITION,
             response::X_SHAPE,
             response::X_DTYPE,
@@ -258,6 +268,18 @@ fn cors_layer(cors: &CorsOrigins) -> CorsLayer {
 /// would hold a runtime thread for seconds per request (a schema-valid 500 MB patch response
 /// took more than 10 s gzipped). Past this, bodies go as they are.
 pub const MAX_COMPRESSED_BYTES: u64 = 32 << 20;
+
+/// Never compress a partial body (206): its `Content-Range` counts the bytes of the
+/// representation itself, which a content coding would change. Whole bodies of ranged routes
+/// may still be compressed (a `.nii` is; `.gz` files never are, by their media type).
+#[derive(Debug, Clone, Copy)]
+struct NotPartial;
+
+impl Predicate for NotPartial {
+    fn should_compress<B: axum::body::HttpBody>(&self, response: &axum::http::Response<B>) -> bool {
+        !response.headers().contains_key(header::CONTENT_RANGE)
+    }
+}
 
 /// Compress only bodies of known size up to `.0` bytes.
 #[derive(Debug, Clone, Copy)]
@@ -299,7 +321,8 @@ pub fn build_router(state: AppState, http: &HttpOptions) -> Router {
     let compress = DefaultPredicate::new()
         .and(NotForContentType::const_new("application/gzip"))
         .and(NotForContentType::const_new("application/x-gzip"))
-        .and(SizeAtMost(MAX_COMPRESSED_BYTES));
+        .and(SizeAtMost(MAX_COMPRESSED_BYTES))
+        .and(NotPartial);
     let x_request_id = HeaderName::from_static("x-request-id");
     let mut router = router.fallback(no_route);
     if let Some(keys) = &http.api_keys {

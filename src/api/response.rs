@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::ranges::{self, RangePlan};
 use crate::catalog::ids::fnv1a;
 use crate::error::AppError;
 use crate::imaging::encode::{Encoded, Format};
@@ -158,6 +159,40 @@ where
     }
     let e = make.await?;
     Ok(data_response(&e, file_stem, etag))
+}
+
+/// [`conditional`] for files viewers fetch by byte range (NIfTI): the encoded body answers
+/// `Range` (206, 416, `If-Range`; see `ranges.rs`) and says `Accept-Ranges: bytes`. The body is
+/// computed (or taken from the cache) whole either way.
+pub async fn conditional_ranged<F>(
+    headers: &HeaderMap,
+    etag: &str,
+    file_stem: &str,
+    make: F,
+) -> Result<Response, AppError>
+where
+    F: Future<Output = Result<Encoded, PipelineError>>,
+{
+    if not_modified(headers, etag) {
+        return Ok(data_not_modified(etag));
+    }
+    let e = make.await?;
+    let size = e.body.len() as u64;
+    let mut resp = match ranges::plan(headers, etag, size) {
+        RangePlan::Unsatisfiable => return Err(AppError::RangeNotSatisfiable(size)),
+        RangePlan::Whole => data_response(&e, file_stem, etag),
+        RangePlan::Partial(r) => {
+            let mut resp = data_response(&e, file_stem, etag);
+            *resp.body_mut() = Body::from(e.body.slice(r.start as usize..r.end as usize));
+            *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+            resp.headers_mut()
+                .insert(header::CONTENT_RANGE, ranges::content_range(&r, size));
+            resp
+        }
+    };
+    resp.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    Ok(resp)
 }
 
 /// A data response: body plus `Content-Type`, `X-Shape`, `X-Dtype`, a download file name,

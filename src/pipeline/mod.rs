@@ -13,6 +13,7 @@
 //! - `stats.rs`: a dataset's statistics, computed in the background at a bounded CPU share,
 //!   and one item's value histogram.
 //! - `montage.rs`: a split's items drawn as one labelled PNG.
+//! - `file.rs`: the stored objects passed through unchanged, whole or by byte range.
 //! - `cpu.rs`: the bounded pool of CPU workers.
 //!
 //! Handlers get a [`Pipeline`] (store, cache, pool, limits, counters), never the store itself;
@@ -32,6 +33,7 @@ use crate::store::{ObjectStore, StoreError};
 pub mod augment;
 pub mod batch;
 pub mod cpu;
+pub mod file;
 pub mod image;
 pub mod montage;
 pub mod patch;

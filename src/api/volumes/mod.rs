@@ -11,6 +11,7 @@ use axum::response::Response;
 use super::item::{ItemRequest, Volumes};
 use super::response;
 use crate::error::AppError;
+use crate::imaging::encode::Format;
 use crate::pipeline::{PatchQuery, SliceQuery, VolumePart};
 use crate::state::AppState;
 use query::VolumeRequest;
@@ -52,11 +53,16 @@ pub async fn get_volume(
         VolumePart::Both => "_both",
     };
     let stem = format!("{}{part}", it.id);
+    // NIfTI files are what viewers fetch by byte range; arrays are not.
+    let ranged = matches!(query.format, Format::Nii | Format::NiiGz);
     let prepared = state.pipeline.prepare_volume(it, query).await?;
-    let resp = response::conditional(&req.headers, &prepared.etag(), &stem, async {
-        state.pipeline.volume_response(prepared).await
-    })
-    .await?;
+    let etag = prepared.etag();
+    let make = async { state.pipeline.volume_response(prepared).await };
+    let resp = if ranged {
+        response::conditional_ranged(&req.headers, &etag, &stem, make).await?
+    } else {
+        response::conditional(&req.headers, &etag, &stem, make).await?
+    };
     Ok(response::with_augment(resp, drawn.map(|d| d.header(3))))
 }
 
