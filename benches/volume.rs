@@ -24,6 +24,10 @@
 //! - `encode_npy`: `.npy` of the scaled result;
 //! - `cold_total`: bytes -> decode -> area resize -> scale -> npy (a cold request minus the
 //!   fetch and HTTP); `warm_transform`: the same from an already decoded volume;
+//! - `gzindex_build`: a full inflate that records the seek index (every 1 MiB),
+//!   `inflate_parallel_2` the full inflate from its checkpoints on 2 threads (goal: at most
+//!   1/1.7 of `inflate_only`), `slab_read_axial` one axial slice's bytes from the nearest
+//!   checkpoint;
 //! - `disk_load`: the decoded volume read back from the disk tier (`cache::disk`: mapped,
 //!   CRC-checked), read against `decode`; `recold_disk`: that plus the transform, read against
 //!   `cold_total` (goal: at most 0.25x); `disk_store`: writing the entry;
@@ -50,7 +54,7 @@ use medserve::cache::disk::{DiskCache, Lookup};
 use medserve::cache::{CacheKey, Stage};
 use medserve::imaging::nifti::{self, OutType, Volume, VolumeLimits};
 use medserve::imaging::volume::{self, LabelSelect, RangeScale, SliceAt};
-use medserve::imaging::{ResizeMode, encode, gzip};
+use medserve::imaging::{ResizeMode, encode, gzindex, gzip};
 use medserve::store::ObjectMeta;
 
 const FULL_DIMS: [usize; 3] = [512, 512, 200];
@@ -237,6 +241,16 @@ fn inflate_backend(gz: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The seek index of the file (checkpoints every 1 MiB of output).
+fn gz_index() -> &'static gzindex::GzIndex {
+    static IX: OnceLock<gzindex::GzIndex> = OnceLock::new();
+    IX.get_or_init(|| {
+        let gz = file_bytes();
+        let mut out = vec![0u8; gzip_isize(gz)];
+        gzindex::inflate_indexed(gz, &mut out, 1 << 20).expect("index")
+    })
+}
+
 /// A disk tier in `target/bench-data/disk-tier` holding the decoded volume, and its key.
 fn disk_entry() -> &'static (DiskCache, CacheKey) {
     static ENTRY: OnceLock<(DiskCache, CacheKey)> = OnceLock::new();
@@ -293,6 +307,37 @@ fn bench_volume(c: &mut Criterion) {
     g.bench_function("inflate_mask_backend", |b| {
         let gz = mask_gz();
         b.iter(|| inflate_backend(black_box(gz)));
+    });
+    // The seek index: built during a full inflate (zlib-rs with Z_BLOCK stops), then a full
+    // inflate from its checkpoints on 2 threads, and one axial slice's bytes (512x512 int16)
+    // read from the nearest checkpoint.
+    g.bench_function("gzindex_build", |b| {
+        let gz = file_bytes();
+        b.iter(|| {
+            let mut out = vec![0u8; gzip_isize(gz)];
+            gzindex::inflate_indexed(black_box(gz), &mut out, 1 << 20).expect("index")
+        });
+    });
+    g.bench_function("inflate_parallel_2", |b| {
+        let (gz, ix) = (file_bytes(), gz_index());
+        b.iter(|| {
+            let mut out = vec![0u8; gzip_isize(gz)];
+            gzindex::inflate_parallel(black_box(gz), ix, &mut out, 2).expect("inflate");
+            out
+        });
+    });
+    g.bench_function("slab_read_axial", |b| {
+        let (gz, ix) = (file_bytes(), gz_index());
+        let h = &decoded().header;
+        let plane = (h.spatial[0] * h.spatial[1] * 2) as u64;
+        let at = h.vox_offset + plane * (h.spatial[2] as u64 / 2);
+        b.iter(|| {
+            let p = ix.point_before(at);
+            let mut out = vec![0u8; plane as usize];
+            let input = &gz[gzindex::GzIndex::input_start(p) as usize..];
+            gzindex::GzIndex::read_from(p, input, black_box(at), &mut out).expect("read");
+            out
+        });
     });
     g.bench_function("decode", |b| {
         let gz = file_bytes();
@@ -399,6 +444,9 @@ const RATIOS: &[(&str, &str)] = &[
     ("volume/resize_area_128x128x64", "volume/inflate_only"),
     ("volume/resize_trilinear_128x128x64", "volume/inflate_only"),
     ("volume/warm_transform", "volume/inflate_only"),
+    ("volume/gzindex_build", "volume/inflate_only"),
+    ("volume/inflate_parallel_2", "volume/inflate_only"),
+    ("volume/slab_read_axial", "volume/inflate_only"),
     ("volume/disk_load", "volume/decode"),
     ("volume/recold_disk", "volume/cold_total"),
     ("volume/disk_store", "volume/decode"),

@@ -2,7 +2,8 @@
 # Reads the real binary's volume and slice responses with numpy and nibabel, as users do:
 # npy/npz load with the right shape, dtype and values, NIfTI (.nii.gz and .nii) loads with the
 # right shape, dtype and affine, slices match nibabel's get_fdata() of the source file, and
-# the item metadata matches nibabel's header reading (tools/check_responses.py). Python
+# the item metadata matches nibabel's header reading (tools/check_responses.py); and the gzip
+# seek index `medserve gzindex` writes equals indexed_gzip's (tools/check_gzidx.py). Python
 # packages come from tools/requirements-check.txt, installed into a venv under
 # target/py-check (created once, then reused). Only 127.0.0.1 is contacted by the checks.
 set -euo pipefail
@@ -20,8 +21,19 @@ trap 'stop_started; rm -rf "$work"' EXIT
 "$bin" sample-data "$work/data" >/dev/null
 serve_medserve "$bin" "$work/server.log" --data "$work/data"
 
-if ! "$venv/bin/python" tools/check_responses.py --base "$MEDSERVE_URL" --data "$work/data"; then
+status=0
+"$venv/bin/python" tools/check_responses.py --base "$MEDSERVE_URL" --data "$work/data" \
+  | tee "$work/responses.txt" || status=1
+if [ "$status" -ne 0 ]; then
   echo "--- server log (last 40 lines)"
   tail -n 40 "$work/server.log"
-  false
 fi
+# The gzip seek index: byte-identical to indexed_gzip's, and readable by it.
+"$venv/bin/python" tools/check_gzidx.py --bin "$bin" --work "$work/gzidx" --data "$work/data" \
+  | tee "$work/gzidx.txt" || status=1
+# One closing line for the stage: both scripts' counts.
+counts() { grep -E '^[^ ].*: [0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 | grep -oE '[0-9]+' ; }
+mapfile -t a < <(counts "$work/responses.txt")
+mapfile -t b < <(counts "$work/gzidx.txt")
+echo "python and gzip-index checks: $(( ${a[0]:-0} + ${b[0]:-0} )) passed, $(( ${a[1]:-1} + ${b[1]:-1} )) failed"
+exit "$status"

@@ -14,6 +14,22 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// `medserve gzindex`: inflates the file once, recording checkpoints, and writes the index.
+fn write_gzindex(
+    file: &std::path::Path,
+    out: &std::path::Path,
+    spacing: u32,
+) -> Result<usize, String> {
+    use medserve::imaging::{gzindex, gzip};
+    let gz = std::fs::read(file).map_err(|e| e.to_string())?;
+    // The trailer's size is mod 2^32; a file that inflates to more is refused by the index.
+    let size = gzip::trailer_size(&gz).ok_or("not a gzip file")?;
+    let mut data = vec![0u8; size as usize];
+    let ix = gzindex::inflate_indexed(&gz, &mut data, spacing).map_err(|e| e.to_string())?;
+    std::fs::write(out, ix.to_bytes()).map_err(|e| e.to_string())?;
+    Ok(ix.points.len())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
@@ -41,6 +57,18 @@ fn main() -> std::process::ExitCode {
                 }
                 Err(e) => {
                     eprintln!("medserve: writing sample data to {}: {e}", dir.display());
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Gzindex { file, out, spacing }) => {
+            return match write_gzindex(&file, &out, spacing) {
+                Ok(points) => {
+                    println!("wrote {} ({points} points)", out.display());
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("medserve: indexing {}: {e}", file.display());
                     std::process::ExitCode::FAILURE
                 }
             };

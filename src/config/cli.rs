@@ -34,6 +34,17 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         mednist_items: Option<usize>,
     },
+    /// Build a seek index of a gzip file (e.g. a `.nii.gz`) in indexed_gzip's GZIDX format,
+    /// which indexed_gzip and rapidgzip import, and exit.
+    Gzindex {
+        /// The gzip file (one member).
+        file: PathBuf,
+        /// Where to write the index.
+        out: PathBuf,
+        /// Least inflated bytes between two checkpoints.
+        #[arg(long, default_value_t = 4 << 20)]
+        spacing: u32,
+    },
 }
 
 /// Flags of `medserve serve`.

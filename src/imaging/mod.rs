@@ -8,6 +8,7 @@
 pub mod decode;
 pub mod encode;
 pub mod fingerprint;
+pub mod gzindex;
 pub mod gzip;
 pub mod histogram;
 pub mod intensity;
