@@ -263,13 +263,13 @@ fn disk_entry() -> &'static (DiskCache, CacheKey) {
             version: "bench".into(),
         };
         let key = CacheKey::new(Stage::Volume, [&obj], &"nifti");
-        disk.store_volume(&key, decoded()).expect("store");
+        disk.store(&key, decoded()).expect("store");
         (disk, key)
     })
 }
 
 fn disk_load(disk: &DiskCache, key: &CacheKey) -> Volume {
-    match disk.load_volume(key) {
+    match disk.load::<Volume>(key) {
         Lookup::Hit(v) => *v,
         other => panic!("disk tier: {other:?}"),
     }
@@ -397,7 +397,7 @@ fn bench_volume(c: &mut Criterion) {
     g.bench_function("disk_store", |b| {
         let (disk, key) = disk_entry();
         let vol = decoded();
-        b.iter(|| disk.store_volume(key, black_box(vol)).expect("store"));
+        b.iter(|| disk.store(key, black_box(vol)).expect("store"));
     });
     g.bench_function("warm_transform", |b| {
         let vol = decoded();

@@ -183,3 +183,27 @@ async fn damaged_entries_are_dropped_and_decoded_again() {
     assert_eq!(metric(&tiered, "medserve_decode_total").await, 5);
     assert_eq!(metric(&tiered, "medserve_disk_cache_hits_total").await, 1);
 }
+
+#[tokio::test]
+async fn patch_index_lists_come_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = app(None);
+    let (tiered, state) = app_state(Some(dir.path()));
+    let uri = |seed: u32| format!("{SPLEEN}/patches?patch=16,16,8&num=4&pos=1&neg=1&seed={seed}");
+    assert_eq!(body(&tiered, &uri(1)).await, body(&plain, &uri(1)).await);
+    assert_eq!(metric(&tiered, "medserve_fg_indices_computed_total").await, 1);
+    // The volume, its mask and the index lists.
+    writes_reach(&tiered, 3).await;
+    for seed in [2, 3] {
+        state.pipeline.cache().clear().await;
+        assert_eq!(body(&tiered, &uri(seed)).await, body(&plain, &uri(seed)).await);
+    }
+    assert_eq!(
+        metric(&tiered, "medserve_fg_indices_computed_total").await,
+        1,
+        "the lists are read back, not computed again"
+    );
+    // The mask for the crops and the lists, twice (the image too: patches crop it).
+    assert!(metric(&tiered, "medserve_disk_cache_hits_total").await >= 4);
+    assert_eq!(metric(&tiered, "medserve_decode_total").await, 2);
+}

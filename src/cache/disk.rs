@@ -41,6 +41,8 @@ use sha2::{Digest, Sha256};
 
 use super::CacheKey;
 use crate::imaging::nifti::{Dtype, Header, SharedBytes, Volume, VoxelBuf, Voxels};
+use crate::imaging::patch::FgBgIndices;
+use crate::imaging::stats::DecodedVolume;
 
 const MAGIC: &[u8; 8] = b"MSDISK\x00\x01";
 const FIXED: usize = 24;
@@ -50,11 +52,149 @@ const SUFFIX: &str = "mvol";
 
 /// What a lookup found.
 #[derive(Debug)]
-pub enum Lookup {
-    Hit(Box<Volume>),
+pub enum Lookup<T> {
+    Hit(Box<T>),
     Miss,
     /// An entry was there but failed a check; it has been deleted.
     Dropped(String),
+}
+
+/// What the disk tier can hold: a JSON description plus a payload of raw bytes.
+pub trait OnDisk: Sized {
+    /// The entry kind, stored and checked.
+    const KIND: &'static str;
+    /// What is needed besides the payload to rebuild the value.
+    fn describe(&self) -> serde_json::Value;
+    /// The payload's parts, written one after another.
+    fn payload(&self) -> Vec<&[u8]>;
+    /// The value again, from its description and its payload (`len` bytes at `start` of the
+    /// mapped file, which it may keep).
+    fn rebuild(
+        desc: serde_json::Value,
+        bytes: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String>;
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VolumeDesc {
+    header: Header,
+    voxels: u64,
+}
+
+impl OnDisk for Volume {
+    const KIND: &'static str = "volume";
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"header": self.header, "voxels": self.header.voxels()})
+    }
+
+    fn payload(&self) -> Vec<&[u8]> {
+        vec![voxel_bytes(&self.voxels)]
+    }
+
+    fn rebuild(
+        desc: serde_json::Value,
+        shared: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String> {
+        let d: VolumeDesc = serde_json::from_value(desc).map_err(|e| e.to_string())?;
+        let n = usize::try_from(d.voxels).map_err(|_| "too many voxels".to_string())?;
+        if d.voxels != d.header.voxels()
+            || (n as u64).checked_mul(d.header.dtype.size() as u64) != Some(len as u64)
+        {
+            return Err("the voxel count does not match the payload".into());
+        }
+        macro_rules! view {
+            ($t:ty, $variant:ident) => {
+                Voxels::$variant(VoxelBuf::<$t>::view(shared, start, n).map_err(|e| e.to_string())?)
+            };
+        }
+        let voxels = match d.header.dtype {
+            Dtype::U8 => view!(u8, U8),
+            Dtype::I8 => view!(i8, I8),
+            Dtype::I16 => view!(i16, I16),
+            Dtype::U16 => view!(u16, U16),
+            Dtype::I32 => view!(i32, I32),
+            Dtype::U32 => view!(u32, U32),
+            Dtype::I64 => view!(i64, I64),
+            Dtype::U64 => view!(u64, U64),
+            Dtype::F32 => view!(f32, F32),
+            Dtype::F64 => view!(f64, F64),
+        };
+        Ok(Volume {
+            header: d.header,
+            voxels,
+        })
+    }
+}
+
+impl OnDisk for DecodedVolume {
+    const KIND: &'static str = "volume";
+
+    fn describe(&self) -> serde_json::Value {
+        self.volume.describe()
+    }
+
+    fn payload(&self) -> Vec<&[u8]> {
+        self.volume.payload()
+    }
+
+    fn rebuild(
+        desc: serde_json::Value,
+        bytes: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String> {
+        Volume::rebuild(desc, bytes, start, len).map(DecodedVolume::new)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IndicesDesc {
+    shape: [usize; 3],
+    fg: u64,
+    bg: u64,
+}
+
+/// Copied out of the map (the lists are `Vec`s everywhere else); still far cheaper than a
+/// pass over the mask.
+impl OnDisk for FgBgIndices {
+    const KIND: &'static str = "fg-bg-indices";
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"shape": self.shape, "fg": self.fg.len(), "bg": self.bg.len()})
+    }
+
+    fn payload(&self) -> Vec<&[u8]> {
+        vec![
+            bytemuck::cast_slice(&self.fg),
+            bytemuck::cast_slice(&self.bg),
+        ]
+    }
+
+    fn rebuild(
+        desc: serde_json::Value,
+        bytes: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String> {
+        let d: IndicesDesc = serde_json::from_value(desc).map_err(|e| e.to_string())?;
+        let words = d.fg.checked_add(d.bg).and_then(|w| w.checked_mul(4));
+        if words != Some(len as u64) {
+            return Err("the list lengths do not match the payload".into());
+        }
+        let all: &[u32] = bytemuck::try_cast_slice(&(*bytes).as_ref()[start..start + len])
+            .map_err(|e| e.to_string())?;
+        let (fg, bg) = all.split_at(d.fg as usize);
+        Ok(FgBgIndices {
+            shape: d.shape,
+            fg: fg.to_vec(),
+            bg: bg.to_vec(),
+        })
+    }
 }
 
 /// The disk tier.
@@ -82,8 +222,7 @@ struct Slot {
 struct Meta {
     key: String,
     kind: String,
-    header: Header,
-    voxels: u64,
+    desc: serde_json::Value,
 }
 
 fn now_nanos() -> u128 {
@@ -154,15 +293,15 @@ impl DiskCache {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The decoded volume stored under `key`, if present and intact. Blocking (maps and
-    /// checksums the file): call it from a CPU job.
-    pub fn load_volume(&self, key: &CacheKey) -> Lookup {
+    /// The value stored under `key`, if present and intact. Blocking (maps and checksums the
+    /// file): call it from a CPU job.
+    pub fn load<T: OnDisk>(&self, key: &CacheKey) -> Lookup<T> {
         let name = file_name(key);
         if !self.lock().entries.contains_key(&name) {
             return Lookup::Miss;
         }
         let path = self.dir.join(&name);
-        match read_entry(&path, key) {
+        match read_entry::<T>(&path, key) {
             Ok(v) => {
                 let now = now_nanos();
                 if let Some(slot) = self.lock().entries.get_mut(&name) {
@@ -194,20 +333,19 @@ impl DiskCache {
         }
     }
 
-    /// Writes `volume` under `key` (replacing any entry there), then drops the least recently
-    /// used entries past the budget. Blocking. A volume larger than the whole budget is not
+    /// Writes `value` under `key` (replacing any entry there), then drops the least recently
+    /// used entries past the budget. Blocking. A value larger than the whole budget is not
     /// written.
-    pub fn store_volume(&self, key: &CacheKey, volume: &Volume) -> io::Result<bool> {
-        let payload = voxel_bytes(&volume.voxels);
+    pub fn store<T: OnDisk>(&self, key: &CacheKey, value: &T) -> io::Result<bool> {
+        let payload = value.payload();
         let meta = serde_json::to_vec(&Meta {
             key: key.stable_text(),
-            kind: "volume".into(),
-            header: volume.header.clone(),
-            voxels: volume.header.voxels(),
+            kind: T::KIND.into(),
+            desc: value.describe(),
         })
         .map_err(io::Error::other)?;
         let start = payload_start(meta.len());
-        let size = (start + payload.len()) as u64;
+        let size = (start + payload.iter().map(|p| p.len()).sum::<usize>()) as u64;
         if size > self.budget || meta.len() > MAX_META {
             return Ok(false);
         }
@@ -216,7 +354,7 @@ impl DiskCache {
         let tmp = self
             .dir
             .join(format!("{name}.{}.{n}.tmp", std::process::id()));
-        let written = write_entry(&tmp, &meta, start, payload)
+        let written = write_entry(&tmp, &meta, start, &payload)
             .and_then(|()| std::fs::rename(&tmp, self.dir.join(&name)));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -274,20 +412,23 @@ fn voxel_bytes(v: &Voxels) -> &[u8] {
     crate::with_voxels!(v, x => bytemuck::cast_slice(x.as_slice()))
 }
 
-fn write_entry(path: &Path, meta: &[u8], start: usize, payload: &[u8]) -> io::Result<()> {
+fn write_entry(path: &Path, meta: &[u8], start: usize, payload: &[&[u8]]) -> io::Result<()> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(meta);
-    crc.update(payload);
+    payload.iter().for_each(|p| crc.update(p));
+    let len: usize = payload.iter().map(|p| p.len()).sum();
     let mut head = Vec::with_capacity(start);
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&(meta.len() as u32).to_le_bytes());
     head.extend_from_slice(&crc.finalize().to_le_bytes());
-    head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(len as u64).to_le_bytes());
     head.extend_from_slice(meta);
     head.resize(start, 0);
     let mut f = io::BufWriter::with_capacity(1 << 20, File::create(path)?);
     f.write_all(&head)?;
-    f.write_all(payload)?;
+    for p in payload {
+        f.write_all(p)?;
+    }
     f.flush()
 }
 
@@ -300,8 +441,8 @@ fn bad(why: impl Into<String>) -> EntryError {
     EntryError::Bad(why.into())
 }
 
-/// Reads and checks one entry; the voxels stay in the map.
-fn read_entry(path: &Path, key: &CacheKey) -> Result<Volume, EntryError> {
+/// Reads and checks one entry; what it rebuilds may keep the map.
+fn read_entry<T: OnDisk>(path: &Path, key: &CacheKey) -> Result<T, EntryError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(EntryError::Missing),
@@ -341,39 +482,11 @@ fn read_entry(path: &Path, key: &CacheKey) -> Result<Volume, EntryError> {
     }
     let meta: Meta =
         serde_json::from_slice(meta_bytes).map_err(|e| bad(format!("metadata: {e}")))?;
-    if meta.key != key.stable_text() || meta.kind != "volume" {
+    if meta.key != key.stable_text() || meta.kind != T::KIND {
         return Err(bad("holds another key"));
     }
-    let n = usize::try_from(meta.voxels).map_err(|_| bad("too many voxels"))?;
-    if meta.voxels != meta.header.voxels()
-        || (n as u64).checked_mul(meta.header.dtype.size() as u64) != Some(payload_len)
-    {
-        return Err(bad("the voxel count does not match the payload"));
-    }
-    let shared: SharedBytes = std::sync::Arc::new(map);
-    macro_rules! view {
-        ($t:ty, $variant:ident) => {
-            Voxels::$variant(
-                VoxelBuf::<$t>::view(shared, start, n).map_err(|e| bad(e.to_string()))?,
-            )
-        };
-    }
-    let voxels = match meta.header.dtype {
-        Dtype::U8 => view!(u8, U8),
-        Dtype::I8 => view!(i8, I8),
-        Dtype::I16 => view!(i16, I16),
-        Dtype::U16 => view!(u16, U16),
-        Dtype::I32 => view!(i32, I32),
-        Dtype::U32 => view!(u32, U32),
-        Dtype::I64 => view!(i64, I64),
-        Dtype::U64 => view!(u64, U64),
-        Dtype::F32 => view!(f32, F32),
-        Dtype::F64 => view!(f64, F64),
-    };
-    Ok(Volume {
-        header: meta.header,
-        voxels,
-    })
+    let len = b.len() - start;
+    T::rebuild(meta.desc, std::sync::Arc::new(map), start, len).map_err(bad)
 }
 
 #[cfg(test)]
@@ -432,21 +545,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = DiskCache::open(dir.path(), 1 << 30).unwrap();
         let (k, v) = (key("a.nii.gz", "1"), volume(7, 1000));
-        assert!(matches!(disk.load_volume(&k), Lookup::Miss));
-        assert!(disk.store_volume(&k, &v).unwrap());
-        let Lookup::Hit(back) = disk.load_volume(&k) else {
+        assert!(matches!(disk.load::<Volume>(&k), Lookup::Miss));
+        assert!(disk.store(&k, &v).unwrap());
+        let Lookup::Hit(back) = disk.load::<Volume>(&k) else {
             panic!("expected a hit")
         };
         assert_eq!(*back, v);
         assert!(matches!(&back.voxels, Voxels::F32(b) if b.is_shared()));
         // Another version of the object is another entry.
         assert!(matches!(
-            disk.load_volume(&key("a.nii.gz", "2")),
+            disk.load::<Volume>(&key("a.nii.gz", "2")),
             Lookup::Miss
         ));
         // A reopened tier finds it.
         let again = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        assert!(matches!(again.load_volume(&k), Lookup::Hit(_)));
+        assert!(matches!(again.load::<Volume>(&k), Lookup::Hit(_)));
     }
 
     #[test]
@@ -455,7 +568,7 @@ mod tests {
         let disk = DiskCache::open(dir.path(), 1 << 30).unwrap();
         let (k, v) = (key("a.nii.gz", "1"), volume(3, 5000));
         for damage in 0..4 {
-            disk.store_volume(&k, &v).unwrap();
+            disk.store(&k, &v).unwrap();
             let path = entries(dir.path()).pop().unwrap();
             let mut bytes = std::fs::read(&path).unwrap();
             match damage {
@@ -469,12 +582,12 @@ mod tests {
             }
             std::fs::write(&path, &bytes).unwrap();
             assert!(
-                matches!(disk.load_volume(&k), Lookup::Dropped(_)),
+                matches!(disk.load::<Volume>(&k), Lookup::Dropped(_)),
                 "damage {damage}"
             );
             assert!(entries(dir.path()).is_empty(), "damage {damage}");
             assert_eq!(disk.usage(), (0, 0));
-            assert!(matches!(disk.load_volume(&k), Lookup::Miss));
+            assert!(matches!(disk.load::<Volume>(&k), Lookup::Miss));
         }
     }
 
@@ -483,7 +596,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = DiskCache::open(dir.path(), 1 << 30).unwrap();
         let k = key("a.nii.gz", "1");
-        disk.store_volume(&k, &volume(1, 100)).unwrap();
+        disk.store(&k, &volume(1, 100)).unwrap();
         let half = dir.path().join(format!("{}.99.0.tmp", file_name(&k)));
         std::fs::write(&half, b"MSDISK\x00\x01 half of an entry").unwrap();
         let disk = DiskCache::open(dir.path(), 1 << 30).unwrap();
@@ -497,25 +610,25 @@ mod tests {
         let one = {
             let d = tempfile::tempdir().unwrap();
             let c = DiskCache::open(d.path(), 1 << 30).unwrap();
-            c.store_volume(&key("x", "1"), &volume(0, 4000)).unwrap();
+            c.store(&key("x", "1"), &volume(0, 4000)).unwrap();
             c.usage().0
         };
         let disk = DiskCache::open(dir.path(), one * 2 + one / 2).unwrap();
         let (a, b, c) = (key("a", "1"), key("b", "1"), key("c", "1"));
-        disk.store_volume(&a, &volume(1, 4000)).unwrap();
-        disk.store_volume(&b, &volume(2, 4000)).unwrap();
-        assert!(matches!(disk.load_volume(&a), Lookup::Hit(_)));
-        disk.store_volume(&c, &volume(3, 4000)).unwrap();
+        disk.store(&a, &volume(1, 4000)).unwrap();
+        disk.store(&b, &volume(2, 4000)).unwrap();
+        assert!(matches!(disk.load::<Volume>(&a), Lookup::Hit(_)));
+        disk.store(&c, &volume(3, 4000)).unwrap();
         assert!(
-            matches!(disk.load_volume(&b), Lookup::Miss),
+            matches!(disk.load::<Volume>(&b), Lookup::Miss),
             "b was least recent"
         );
-        assert!(matches!(disk.load_volume(&a), Lookup::Hit(_)));
-        assert!(matches!(disk.load_volume(&c), Lookup::Hit(_)));
+        assert!(matches!(disk.load::<Volume>(&a), Lookup::Hit(_)));
+        assert!(matches!(disk.load::<Volume>(&c), Lookup::Hit(_)));
         assert_eq!(disk.usage(), (2 * one, 2));
         assert_eq!(entries(dir.path()).len(), 2);
         // A volume larger than the whole budget is not written.
         let tiny = DiskCache::open(tempfile::tempdir().unwrap().path(), 100).unwrap();
-        assert!(!tiny.store_volume(&a, &volume(1, 4000)).unwrap());
+        assert!(!tiny.store(&a, &volume(1, 4000)).unwrap());
     }
 }

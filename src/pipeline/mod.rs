@@ -23,8 +23,8 @@
 
 use std::sync::Arc;
 
-use crate::cache::disk::DiskCache;
-use crate::cache::{ArrayCache, KindMismatch};
+use crate::cache::disk::{DiskCache, Lookup, OnDisk};
+use crate::cache::{ArrayCache, CacheKey, Cached, Key, KindMismatch};
 use crate::catalog::Item;
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -137,6 +137,67 @@ impl Pipeline {
     pub fn with_disk_cache(mut self, disk: Arc<DiskCache>) -> Self {
         self.disk = Some(disk);
         self
+    }
+
+    /// `compute`'s result under `key`, from the RAM cache, else (with a disk tier) from disk,
+    /// else computed; what is computed here is written to the disk tier in the background.
+    pub(crate) async fn cached_on_disk<T, F>(
+        &self,
+        key: Key<T>,
+        compute: F,
+    ) -> Result<Arc<T>, PipelineError>
+    where
+        T: Cached + OnDisk,
+        F: std::future::Future<Output = Result<T, PipelineError>>,
+    {
+        // On the heap: nested in the cache's and the disk lookup's futures, a decode's
+        // future overflowed a debug build's test-thread stack.
+        let compute = Box::pin(compute);
+        let Some(disk) = self.disk.clone() else {
+            return self.cache.get_or_compute(key, compute).await;
+        };
+        let disk_key = key.untyped().clone();
+        let computed_here = std::sync::atomic::AtomicBool::new(false);
+        let v = self
+            .cache
+            .get_or_compute(key, async {
+                let (d, k) = (disk.clone(), disk_key.clone());
+                match self.pool.run(move || d.load::<T>(&k)).await? {
+                    Lookup::Hit(v) => {
+                        Metrics::inc(&self.metrics.disk_hits);
+                        return Ok::<_, PipelineError>(*v);
+                    }
+                    Lookup::Miss => Metrics::inc(&self.metrics.disk_misses),
+                    Lookup::Dropped(why) => {
+                        Metrics::inc(&self.metrics.disk_dropped);
+                        tracing::warn!(%why, "disk cache entry dropped; computing it again");
+                    }
+                }
+                let v = compute.await?;
+                computed_here.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(v)
+            })
+            .await?;
+        if computed_here.load(std::sync::atomic::Ordering::Relaxed) {
+            self.write_behind(disk, disk_key, v.clone());
+        }
+        Ok(v)
+    }
+
+    /// Writes a value to the disk tier off the request path (a blocking task outside the CPU
+    /// pool: it is I/O).
+    fn write_behind<T: OnDisk + Send + Sync + 'static>(
+        &self,
+        disk: Arc<DiskCache>,
+        key: CacheKey,
+        v: Arc<T>,
+    ) {
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || match disk.store(&key, &*v) {
+            Ok(true) => Metrics::inc(&metrics.disk_writes),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "writing to the disk cache failed"),
+        });
     }
 
     /// The disk tier's `(bytes, entries)`, when there is one.

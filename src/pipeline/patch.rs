@@ -352,31 +352,30 @@ impl Pipeline {
         };
         let key = Key::new(Stage::Indices, objects, &spec);
         let label_key = l.key.clone();
-        self.cache
-            .get_or_compute(key, async {
-                let mask = Box::pin(self.volume_label(item, q.chain.size, &q.select, q.chain.flip))
-                    .await?;
-                let image = match q.image_threshold {
-                    Some(t) => Some((Box::pin(self.volume_image(item, q.chain)).await?, t)),
-                    None => None,
-                };
-                let t = std::time::Instant::now();
-                let ix = self
-                    .pool
-                    .run(move || {
-                        let image = image.as_ref().map(|(i, t)| (i.data.view(), *t));
-                        patch::map_binary_to_indices(mask.0.view(), image)
-                    })
-                    .await?
-                    .map_err(|e| PipelineError::TooLarge {
-                        key: label_key,
-                        message: e.to_string(),
-                    })?;
-                Metrics::time(&self.metrics.transform_us, t);
-                Metrics::inc(&self.metrics.fg_indices);
-                Ok(ix)
-            })
-            .await
+        self.cached_on_disk(key, async {
+            let mask =
+                Box::pin(self.volume_label(item, q.chain.size, &q.select, q.chain.flip)).await?;
+            let image = match q.image_threshold {
+                Some(t) => Some((Box::pin(self.volume_image(item, q.chain)).await?, t)),
+                None => None,
+            };
+            let t = std::time::Instant::now();
+            let ix = self
+                .pool
+                .run(move || {
+                    let image = image.as_ref().map(|(i, t)| (i.data.view(), *t));
+                    patch::map_binary_to_indices(mask.0.view(), image)
+                })
+                .await?
+                .map_err(|e| PipelineError::TooLarge {
+                    key: label_key,
+                    message: e.to_string(),
+                })?;
+            Metrics::time(&self.metrics.transform_us, t);
+            Metrics::inc(&self.metrics.fg_indices);
+            Ok(ix)
+        })
+        .await
     }
 
     /// The transformed grid is built whole (image and mask) and the patches after it: each is

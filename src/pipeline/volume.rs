@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use ndarray::ArrayD;
 
 use super::{Pipeline, PipelineError, missing_label};
-use crate::cache::disk::{DiskCache, Lookup};
 use crate::cache::{CacheKey, Canonical, Key, Mask, Stage, Tensor};
 use crate::catalog::Item;
 use crate::imaging::ResizeMode;
@@ -153,49 +152,7 @@ impl Pipeline {
     /// decoded), and one that had to be decoded is written there in the background.
     pub async fn volume(&self, obj: &ObjectMeta) -> Result<Arc<DecodedVolume>, PipelineError> {
         let key = Key::new(Stage::Volume, [obj], &"nifti");
-        let Some(disk) = self.disk.clone() else {
-            return self
-                .cache
-                .get_or_compute(key, self.decode_volume(obj))
-                .await;
-        };
-        let disk_key = key.untyped().clone();
-        let decoded_here = std::sync::atomic::AtomicBool::new(false);
-        let v = self
-            .cache
-            .get_or_compute(key, async {
-                let (d, k) = (disk.clone(), disk_key.clone());
-                match self.pool.run(move || d.load_volume(&k)).await? {
-                    Lookup::Hit(v) => {
-                        Metrics::inc(&self.metrics.disk_hits);
-                        return Ok::<_, PipelineError>(DecodedVolume::new(*v));
-                    }
-                    Lookup::Miss => Metrics::inc(&self.metrics.disk_misses),
-                    Lookup::Dropped(why) => {
-                        Metrics::inc(&self.metrics.disk_dropped);
-                        tracing::warn!(object = %obj.key, %why, "disk cache entry dropped; decoding again");
-                    }
-                }
-                let v = self.decode_volume(obj).await?;
-                decoded_here.store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(v)
-            })
-            .await?;
-        if decoded_here.load(std::sync::atomic::Ordering::Relaxed) {
-            self.write_behind(disk, disk_key, v.clone());
-        }
-        Ok(v)
-    }
-
-    /// Writes a decoded volume to the disk tier off the request path (a blocking task outside
-    /// the CPU pool: it is I/O).
-    fn write_behind(&self, disk: Arc<DiskCache>, key: CacheKey, v: Arc<DecodedVolume>) {
-        let metrics = self.metrics.clone();
-        tokio::task::spawn_blocking(move || match disk.store_volume(&key, &v.volume) {
-            Ok(true) => Metrics::inc(&metrics.disk_writes),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "writing to the disk cache failed"),
-        });
+        self.cached_on_disk(key, self.decode_volume(obj)).await
     }
 
     /// A NIfTI object streamed from the store and decoded, bypassing the cache (the dataset
