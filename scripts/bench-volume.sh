@@ -78,6 +78,12 @@ cold_stream=$(med cold_stream)
 warm=$(med warm_transform)
 label=$(med label_nearest_128x128x64)
 slice=$(med slice_axial_png)
+backend=$(med inflate_backend)
+ix_build=$(med gzindex_build)
+parallel=$(med inflate_parallel_2)
+slab=$(med slab_read_axial)
+disk_load=$(med disk_load)
+recold=$(med recold_disk)
 monai_def=$(py_ns .median_s.monai_threads_default)
 monai_1=$(py_ns .median_s.monai_threads_1)
 nib=$(py_ns .median_s.nibabel_get_fdata)
@@ -104,7 +110,12 @@ row "encode .npy" "$(ms "$npy")"
 row "cold_total (measured: decode..npy)" "$(ms "$cold")"
 echo "Ratios (x = time / baseline):"
 row "decode / inflate_only" "$(calc "d / i" "d=$decode" "i=$inflate")"
-row "cold_total / inflate_only" "$(calc "c / i" "c=$cold" "i=$inflate")"
+row "cold_total / inflate_only                  (goal <= 0.7)" "$(calc "c / i" "c=$cold" "i=$inflate")"
+row "inflate_backend (libdeflate) / inflate_only" "$(calc "b / i" "b=$backend" "i=$inflate")"
+row "gzindex_build (inflate + index) / inflate_only" "$(calc "b / i" "b=$ix_build" "i=$inflate")"
+row "inflate_parallel_2 / inflate_only         (goal <= 0.59)" "$(calc "p / i" "p=$parallel" "i=$inflate")"
+row "disk_load / decode" "$(calc "l / d" "l=$disk_load" "d=$decode")"
+row "recold_disk / cold_total                  (goal <= 0.25)" "$(calc "r / c" "r=$recold" "c=$cold")"
 row "decode streamed from the file / inflate_only" "$(calc "s / i" "s=$stream" "i=$inflate")"
 row "cold_stream / inflate_only (the server's path; goal <= 1.3)" "$(calc "c / i" "c=$cold_stream" "i=$inflate")"
 row "monai (${threads:-?} threads) / cold_stream" "$(calc "m / c" "m=$monai_def" "c=$cold_stream")"
@@ -119,6 +130,7 @@ row "warm_transform (cached volume)       (goal <= 30)" "$(ms "$warm")"
 row "resize trilinear -> 128x128x64" "$(ms "$linear")"
 row "label nearest -> 128x128x64" "$(ms "$label")"
 row "axial slice -> PNG" "$(ms "$slice")"
+row "one axial slab read through the seek index" "$(ms "$slab")"
 row "monai pipeline, ${threads:-?} threads / 1 thread" "$(ms "$monai_def") / $(ms "$monai_1")"
 row "nibabel load + get_fdata" "$(ms "$nib")"
 if [[ -n $monai ]]; then
