@@ -191,12 +191,18 @@ async fn patch_index_lists_come_back_from_disk() {
     let (tiered, state) = app_state(Some(dir.path()));
     let uri = |seed: u32| format!("{SPLEEN}/patches?patch=16,16,8&num=4&pos=1&neg=1&seed={seed}");
     assert_eq!(body(&tiered, &uri(1)).await, body(&plain, &uri(1)).await);
-    assert_eq!(metric(&tiered, "medserve_fg_indices_computed_total").await, 1);
+    assert_eq!(
+        metric(&tiered, "medserve_fg_indices_computed_total").await,
+        1
+    );
     // The volume, its mask and the index lists.
     writes_reach(&tiered, 3).await;
     for seed in [2, 3] {
         state.pipeline.cache().clear().await;
-        assert_eq!(body(&tiered, &uri(seed)).await, body(&plain, &uri(seed)).await);
+        assert_eq!(
+            body(&tiered, &uri(seed)).await,
+            body(&plain, &uri(seed)).await
+        );
     }
     assert_eq!(
         metric(&tiered, "medserve_fg_indices_computed_total").await,

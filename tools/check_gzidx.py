@@ -1,4 +1,4 @@
-"""The gzip seek index medserve writes (`medserve gzindex`, src/imaging/gzindex.rs) against
+"""The gzip seek index medserve writes (`medserve gzindex`, src/imaging/gzindex/) against
 indexed_gzip, the Python library that defined its file format: for the same spacing the two
 indexes are byte-identical, and indexed_gzip reading through medserve's index returns the
 same bytes as a plain gunzip at random offsets. Files: gzip levels 1, 6 and 9 of CT-like

@@ -39,10 +39,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+mod kinds;
+
 use super::CacheKey;
-use crate::imaging::nifti::{Dtype, Header, SharedBytes, Volume, VoxelBuf, Voxels};
-use crate::imaging::patch::FgBgIndices;
-use crate::imaging::stats::DecodedVolume;
+use crate::imaging::nifti::SharedBytes;
 
 const MAGIC: &[u8; 8] = b"MSDISK\x00\x01";
 const FIXED: usize = 24;
@@ -75,126 +75,6 @@ pub trait OnDisk: Sized {
         start: usize,
         len: usize,
     ) -> Result<Self, String>;
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct VolumeDesc {
-    header: Header,
-    voxels: u64,
-}
-
-impl OnDisk for Volume {
-    const KIND: &'static str = "volume";
-
-    fn describe(&self) -> serde_json::Value {
-        serde_json::json!({"header": self.header, "voxels": self.header.voxels()})
-    }
-
-    fn payload(&self) -> Vec<&[u8]> {
-        vec![voxel_bytes(&self.voxels)]
-    }
-
-    fn rebuild(
-        desc: serde_json::Value,
-        shared: SharedBytes,
-        start: usize,
-        len: usize,
-    ) -> Result<Self, String> {
-        let d: VolumeDesc = serde_json::from_value(desc).map_err(|e| e.to_string())?;
-        let n = usize::try_from(d.voxels).map_err(|_| "too many voxels".to_string())?;
-        if d.voxels != d.header.voxels()
-            || (n as u64).checked_mul(d.header.dtype.size() as u64) != Some(len as u64)
-        {
-            return Err("the voxel count does not match the payload".into());
-        }
-        macro_rules! view {
-            ($t:ty, $variant:ident) => {
-                Voxels::$variant(VoxelBuf::<$t>::view(shared, start, n).map_err(|e| e.to_string())?)
-            };
-        }
-        let voxels = match d.header.dtype {
-            Dtype::U8 => view!(u8, U8),
-            Dtype::I8 => view!(i8, I8),
-            Dtype::I16 => view!(i16, I16),
-            Dtype::U16 => view!(u16, U16),
-            Dtype::I32 => view!(i32, I32),
-            Dtype::U32 => view!(u32, U32),
-            Dtype::I64 => view!(i64, I64),
-            Dtype::U64 => view!(u64, U64),
-            Dtype::F32 => view!(f32, F32),
-            Dtype::F64 => view!(f64, F64),
-        };
-        Ok(Volume {
-            header: d.header,
-            voxels,
-        })
-    }
-}
-
-impl OnDisk for DecodedVolume {
-    const KIND: &'static str = "volume";
-
-    fn describe(&self) -> serde_json::Value {
-        self.volume.describe()
-    }
-
-    fn payload(&self) -> Vec<&[u8]> {
-        self.volume.payload()
-    }
-
-    fn rebuild(
-        desc: serde_json::Value,
-        bytes: SharedBytes,
-        start: usize,
-        len: usize,
-    ) -> Result<Self, String> {
-        Volume::rebuild(desc, bytes, start, len).map(DecodedVolume::new)
-    }
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct IndicesDesc {
-    shape: [usize; 3],
-    fg: u64,
-    bg: u64,
-}
-
-/// Copied out of the map (the lists are `Vec`s everywhere else); still far cheaper than a
-/// pass over the mask.
-impl OnDisk for FgBgIndices {
-    const KIND: &'static str = "fg-bg-indices";
-
-    fn describe(&self) -> serde_json::Value {
-        serde_json::json!({"shape": self.shape, "fg": self.fg.len(), "bg": self.bg.len()})
-    }
-
-    fn payload(&self) -> Vec<&[u8]> {
-        vec![
-            bytemuck::cast_slice(&self.fg),
-            bytemuck::cast_slice(&self.bg),
-        ]
-    }
-
-    fn rebuild(
-        desc: serde_json::Value,
-        bytes: SharedBytes,
-        start: usize,
-        len: usize,
-    ) -> Result<Self, String> {
-        let d: IndicesDesc = serde_json::from_value(desc).map_err(|e| e.to_string())?;
-        let words = d.fg.checked_add(d.bg).and_then(|w| w.checked_mul(4));
-        if words != Some(len as u64) {
-            return Err("the list lengths do not match the payload".into());
-        }
-        let all: &[u32] = bytemuck::try_cast_slice(&(*bytes).as_ref()[start..start + len])
-            .map_err(|e| e.to_string())?;
-        let (fg, bg) = all.split_at(d.fg as usize);
-        Ok(FgBgIndices {
-            shape: d.shape,
-            fg: fg.to_vec(),
-            bg: bg.to_vec(),
-        })
-    }
 }
 
 /// The disk tier.
@@ -408,10 +288,6 @@ fn payload_start(meta_len: usize) -> usize {
     (FIXED + meta_len).div_ceil(ALIGN) * ALIGN
 }
 
-fn voxel_bytes(v: &Voxels) -> &[u8] {
-    crate::with_voxels!(v, x => bytemuck::cast_slice(x.as_slice()))
-}
-
 fn write_entry(path: &Path, meta: &[u8], start: usize, payload: &[&[u8]]) -> io::Result<()> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(meta);
@@ -490,145 +366,4 @@ fn read_entry<T: OnDisk>(path: &Path, key: &CacheKey) -> Result<T, EntryError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::Stage;
-    use crate::store::ObjectMeta;
-
-    fn key(name: &str, version: &str) -> CacheKey {
-        let obj = ObjectMeta {
-            key: name.into(),
-            size: 1,
-            version: version.into(),
-        };
-        CacheKey::new(Stage::Volume, [&obj], &"nifti")
-    }
-
-    fn volume(seed: u8, n: usize) -> Volume {
-        let bytes = crate::imaging::nifti::encode_nifti1(
-            &[n, 1, 1],
-            &[
-                [1.0, 0.0, 0.0, 0.0],
-                [0.0, 1.0, 0.0, 0.0],
-                [0.0, 0.0, 1.0, 0.0],
-                [0.0, 0.0, 0.0, 1.0],
-            ],
-            crate::imaging::nifti::OutType::F32,
-            bytemuck::cast_slice(
-                &(0..n)
-                    .map(|i| f32::from(seed) + i as f32 * 0.5)
-                    .collect::<Vec<f32>>(),
-            ),
-            1,
-        );
-        crate::imaging::nifti::decode(
-            &bytes,
-            &crate::imaging::nifti::VolumeLimits {
-                max_voxels: 1 << 30,
-                max_bytes: 1 << 31,
-            },
-        )
-        .unwrap()
-    }
-
-    fn entries(dir: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn a_stored_volume_reads_back_equal_and_mapped() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        let (k, v) = (key("a.nii.gz", "1"), volume(7, 1000));
-        assert!(matches!(disk.load::<Volume>(&k), Lookup::Miss));
-        assert!(disk.store(&k, &v).unwrap());
-        let Lookup::Hit(back) = disk.load::<Volume>(&k) else {
-            panic!("expected a hit")
-        };
-        assert_eq!(*back, v);
-        assert!(matches!(&back.voxels, Voxels::F32(b) if b.is_shared()));
-        // Another version of the object is another entry.
-        assert!(matches!(
-            disk.load::<Volume>(&key("a.nii.gz", "2")),
-            Lookup::Miss
-        ));
-        // A reopened tier finds it.
-        let again = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        assert!(matches!(again.load::<Volume>(&k), Lookup::Hit(_)));
-    }
-
-    #[test]
-    fn corrupt_or_truncated_entries_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        let (k, v) = (key("a.nii.gz", "1"), volume(3, 5000));
-        for damage in 0..4 {
-            disk.store(&k, &v).unwrap();
-            let path = entries(dir.path()).pop().unwrap();
-            let mut bytes = std::fs::read(&path).unwrap();
-            match damage {
-                0 => {
-                    let at = bytes.len() - 100;
-                    bytes[at] ^= 0x40;
-                }
-                1 => bytes.truncate(bytes.len() - 1),
-                2 => bytes.truncate(10),
-                _ => bytes[30] ^= 1,
-            }
-            std::fs::write(&path, &bytes).unwrap();
-            assert!(
-                matches!(disk.load::<Volume>(&k), Lookup::Dropped(_)),
-                "damage {damage}"
-            );
-            assert!(entries(dir.path()).is_empty(), "damage {damage}");
-            assert_eq!(disk.usage(), (0, 0));
-            assert!(matches!(disk.load::<Volume>(&k), Lookup::Miss));
-        }
-    }
-
-    #[test]
-    fn leftovers_of_interrupted_writes_are_removed_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        let k = key("a.nii.gz", "1");
-        disk.store(&k, &volume(1, 100)).unwrap();
-        let half = dir.path().join(format!("{}.99.0.tmp", file_name(&k)));
-        std::fs::write(&half, b"MSDISK\x00\x01 half of an entry").unwrap();
-        let disk = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        assert!(!half.exists());
-        assert_eq!(disk.usage().1, 1);
-    }
-
-    #[test]
-    fn the_budget_drops_the_least_recently_used() {
-        let dir = tempfile::tempdir().unwrap();
-        let one = {
-            let d = tempfile::tempdir().unwrap();
-            let c = DiskCache::open(d.path(), 1 << 30).unwrap();
-            c.store(&key("x", "1"), &volume(0, 4000)).unwrap();
-            c.usage().0
-        };
-        let disk = DiskCache::open(dir.path(), one * 2 + one / 2).unwrap();
-        let (a, b, c) = (key("a", "1"), key("b", "1"), key("c", "1"));
-        disk.store(&a, &volume(1, 4000)).unwrap();
-        disk.store(&b, &volume(2, 4000)).unwrap();
-        assert!(matches!(disk.load::<Volume>(&a), Lookup::Hit(_)));
-        disk.store(&c, &volume(3, 4000)).unwrap();
-        assert!(
-            matches!(disk.load::<Volume>(&b), Lookup::Miss),
-            "b was least recent"
-        );
-        assert!(matches!(disk.load::<Volume>(&a), Lookup::Hit(_)));
-        assert!(matches!(disk.load::<Volume>(&c), Lookup::Hit(_)));
-        assert_eq!(disk.usage(), (2 * one, 2));
-        assert_eq!(entries(dir.path()).len(), 2);
-        // A volume larger than the whole budget is not written.
-        let tiny = DiskCache::open(tempfile::tempdir().unwrap().path(), 100).unwrap();
-        assert!(!tiny.store(&a, &volume(1, 4000)).unwrap());
-    }
-}
+mod tests;

@@ -1,0 +1,132 @@
+//! What the disk tier holds: decoded volumes (their voxels stay in the map) and the patch
+//! routes' foreground/background lists.
+
+use super::OnDisk;
+use crate::imaging::nifti::{Dtype, Header, SharedBytes, Volume, VoxelBuf, Voxels};
+use crate::imaging::patch::FgBgIndices;
+use crate::imaging::stats::DecodedVolume;
+
+/// The voxels' bytes as stored in memory (native order).
+pub(super) fn voxel_bytes(v: &Voxels) -> &[u8] {
+    crate::with_voxels!(v, x => bytemuck::cast_slice(x.as_slice()))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VolumeDesc {
+    header: Header,
+    voxels: u64,
+}
+
+impl OnDisk for Volume {
+    const KIND: &'static str = "volume";
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"header": self.header, "voxels": self.header.voxels()})
+    }
+
+    fn payload(&self) -> Vec<&[u8]> {
+        vec![voxel_bytes(&self.voxels)]
+    }
+
+    fn rebuild(
+        desc: serde_json::Value,
+        shared: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String> {
+        let d: VolumeDesc = serde_json::from_value(desc).map_err(|e| e.to_string())?;
+        let n = usize::try_from(d.voxels).map_err(|_| "too many voxels".to_string())?;
+        if d.voxels != d.header.voxels()
+            || (n as u64).checked_mul(d.header.dtype.size() as u64) != Some(len as u64)
+        {
+            return Err("the voxel count does not match the payload".into());
+        }
+        macro_rules! view {
+            ($t:ty, $variant:ident) => {
+                Voxels::$variant(VoxelBuf::<$t>::view(shared, start, n).map_err(|e| e.to_string())?)
+            };
+        }
+        let voxels = match d.header.dtype {
+            Dtype::U8 => view!(u8, U8),
+            Dtype::I8 => view!(i8, I8),
+            Dtype::I16 => view!(i16, I16),
+            Dtype::U16 => view!(u16, U16),
+            Dtype::I32 => view!(i32, I32),
+            Dtype::U32 => view!(u32, U32),
+            Dtype::I64 => view!(i64, I64),
+            Dtype::U64 => view!(u64, U64),
+            Dtype::F32 => view!(f32, F32),
+            Dtype::F64 => view!(f64, F64),
+        };
+        Ok(Volume {
+            header: d.header,
+            voxels,
+        })
+    }
+}
+
+impl OnDisk for DecodedVolume {
+    const KIND: &'static str = "volume";
+
+    fn describe(&self) -> serde_json::Value {
+        self.volume.describe()
+    }
+
+    fn payload(&self) -> Vec<&[u8]> {
+        self.volume.payload()
+    }
+
+    fn rebuild(
+        desc: serde_json::Value,
+        bytes: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String> {
+        Volume::rebuild(desc, bytes, start, len).map(DecodedVolume::new)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IndicesDesc {
+    shape: [usize; 3],
+    fg: u64,
+    bg: u64,
+}
+
+/// Copied out of the map (the lists are `Vec`s everywhere else); still far cheaper than a
+/// pass over the mask.
+impl OnDisk for FgBgIndices {
+    const KIND: &'static str = "fg-bg-indices";
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"shape": self.shape, "fg": self.fg.len(), "bg": self.bg.len()})
+    }
+
+    fn payload(&self) -> Vec<&[u8]> {
+        vec![
+            bytemuck::cast_slice(&self.fg),
+            bytemuck::cast_slice(&self.bg),
+        ]
+    }
+
+    fn rebuild(
+        desc: serde_json::Value,
+        bytes: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String> {
+        let d: IndicesDesc = serde_json::from_value(desc).map_err(|e| e.to_string())?;
+        let words = d.fg.checked_add(d.bg).and_then(|w| w.checked_mul(4));
+        if words != Some(len as u64) {
+            return Err("the list lengths do not match the payload".into());
+        }
+        let all: &[u32] = bytemuck::try_cast_slice(&(*bytes).as_ref()[start..start + len])
+            .map_err(|e| e.to_string())?;
+        let (fg, bg) = all.split_at(d.fg as usize);
+        Ok(FgBgIndices {
+            shape: d.shape,
+            fg: fg.to_vec(),
+            bg: bg.to_vec(),
+        })
+    }
+}
