@@ -22,12 +22,14 @@ pub struct Metrics {
     pub disk_misses: AtomicU64,
     pub disk_writes: AtomicU64,
     pub disk_dropped: AtomicU64,
+    pub gzip_indexes: AtomicU64,
+    pub parallel_decodes: AtomicU64,
 }
 
 type Counter = fn(&Metrics) -> &AtomicU64;
 
 /// `(name, help, counter)` of every plain counter.
-pub const COUNTERS: [(&str, &str, Counter); 12] = [
+pub const COUNTERS: [(&str, &str, Counter); 14] = [
     (
         "medserve_storage_get_total",
         "Whole-object GETs sent to the store.",
@@ -87,6 +89,16 @@ pub const COUNTERS: [(&str, &str, Counter); 12] = [
         "medserve_disk_cache_dropped_total",
         "Disk-tier entries that failed a check (torn, truncated, corrupted) and were deleted.",
         |m| &m.disk_dropped,
+    ),
+    (
+        "medserve_gzip_indexes_built_total",
+        "Seek indexes recorded while a large .nii.gz was decoded.",
+        |m| &m.gzip_indexes,
+    ),
+    (
+        "medserve_parallel_decodes_total",
+        "Decodes that inflated a .nii.gz from its seek index on several threads.",
+        |m| &m.parallel_decodes,
     ),
 ];
 

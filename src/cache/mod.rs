@@ -20,6 +20,7 @@ use ndarray::ArrayD;
 use crate::catalog::ids::fnv1a;
 use crate::imaging::ImageInfo;
 use crate::imaging::encode::Encoded;
+use crate::imaging::gzindex::GzIndex;
 use crate::imaging::patch::FgBgIndices;
 use crate::imaging::stats::DecodedVolume;
 use crate::store::ObjectMeta;
@@ -70,6 +71,8 @@ pub enum Stage {
     Indices,
     /// A rendered slice, encoded.
     Slice,
+    /// A gzip object's seek index.
+    GzIndex,
     /// A whole response body (ETag only; not cached).
     Response,
 }
@@ -84,6 +87,7 @@ impl Stage {
             Stage::Mask => "mask",
             Stage::Indices => "fg-bg-indices",
             Stage::Slice => "slice",
+            Stage::GzIndex => "gzip-index",
             Stage::Response => "response",
         }
     }
@@ -193,6 +197,7 @@ pub enum Entry {
     Volume(Arc<DecodedVolume>),
     Encoded(Arc<Encoded>),
     Indices(Arc<Indices>),
+    GzIndex(Arc<GzIndex>),
 }
 
 impl Entry {
@@ -204,6 +209,7 @@ impl Entry {
             Entry::Volume(v) => v.volume.voxels.byte_len(),
             Entry::Encoded(e) => e.body.len(),
             Entry::Indices(i) => i.byte_len(),
+            Entry::GzIndex(i) => i.byte_len(),
         }
     }
 }
@@ -237,7 +243,14 @@ macro_rules! cached {
 // foreground/background lists.
 type Volume = DecodedVolume;
 type Indices = FgBgIndices;
-cached!(Tensor = 0, Mask = 1, Volume = 2, Encoded = 3, Indices = 4);
+cached!(
+    Tensor = 0,
+    Mask = 1,
+    Volume = 2,
+    Encoded = 3,
+    Indices = 4,
+    GzIndex = 5
+);
 
 /// moka weighs in u32, so entries are weighed in KiB (bytes would overflow at 4 GiB).
 fn weight_kib(e: &Entry) -> u32 {
@@ -290,6 +303,16 @@ impl ArrayCache {
             .await
             .map_err(|e: Arc<E>| (*e).clone())?;
         T::unwrap(entry).ok_or_else(|| E::from(KindMismatch))
+    }
+
+    /// The entry under `key`, if held (nothing is computed).
+    pub async fn get<T: Cached>(&self, key: &Key<T>) -> Option<Arc<T>> {
+        T::unwrap(self.inner.get(&(T::KIND, key.key.clone())).await?)
+    }
+
+    /// Holds `value` under `key`.
+    pub async fn insert<T: Cached>(&self, key: Key<T>, value: Arc<T>) {
+        self.inner.insert((T::KIND, key.key), T::wrap(value)).await;
     }
 
     /// Drops every entry (what a restart would do to memory; the disk tier keeps its own).

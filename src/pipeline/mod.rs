@@ -14,6 +14,8 @@
 //!   and one item's value histogram.
 //! - `montage.rs`: a split's items drawn as one labelled PNG.
 //! - `file.rs`: the stored objects passed through unchanged, whole or by byte range.
+//! - `inflate.rs`: volumes read whole and inflated with libdeflate, or through a seek index
+//!   recorded on their first decode (then on all cores).
 //! - `cpu.rs`: the bounded pool of CPU workers.
 //!
 //! Handlers get a [`Pipeline`] (store, cache, pool, limits, counters), never the store itself;
@@ -35,6 +37,7 @@ pub mod batch;
 pub mod cpu;
 pub mod file;
 pub mod image;
+mod inflate;
 pub mod montage;
 pub mod patch;
 pub mod slice;
@@ -43,6 +46,7 @@ pub mod volume;
 
 pub use cpu::CpuPool;
 pub use image::{Chain2d, Scale};
+pub use inflate::INDEX_MIN_BYTES;
 pub use montage::MontageQuery;
 pub use patch::{PatchQuery, Patches, PreparedPatches};
 pub use slice::{AxisSel, SlicePart, SliceQuery, Window};
@@ -110,6 +114,9 @@ pub struct Pipeline {
     stats: stats::StatsJobs,
     /// The disk tier behind the RAM cache (`--disk-cache-dir`), for decoded volumes.
     disk: Option<Arc<DiskCache>>,
+    /// Seek indexes of large `.nii.gz` objects (`inflate.rs`), apart from `cache` so that
+    /// volume churn does not evict them.
+    indexes: ArrayCache,
 }
 
 impl Pipeline {
@@ -128,6 +135,7 @@ impl Pipeline {
             prefetch: Arc::new(tokio::sync::Semaphore::new(limits.prefetch_batches)),
             stats: stats::StatsJobs::default(),
             disk: None,
+            indexes: ArrayCache::new((cache_bytes / 16).clamp(8 << 20, 256 << 20)),
             limits,
             metrics,
         }

@@ -164,35 +164,9 @@ impl Pipeline {
         let object_key = obj.key.clone();
         let limits = self.limits.volume();
         if self.store.whole_reads_are_cheap() {
-            // No download to overlap with: read it whole, so a `.nii.gz` gets libdeflate's
-            // whole-buffer inflate (0.55-0.70x zlib-rs's time; imaging/gzip.rs). Read inside
-            // the CPU job, so compressed copies are held only by running workers.
-            let t = std::time::Instant::now();
-            let (meta, mut reader) = self
-                .store
-                .open(&object_key, self.limits.max_object_bytes)
-                .await?;
-            Metrics::time(&self.metrics.fetch_us, t);
-            Metrics::inc(&self.metrics.storage_gets);
-            let t = std::time::Instant::now();
-            let read_key = object_key.clone();
-            let d = self
-                .pool
-                .run(move || {
-                    let mut bytes = Vec::with_capacity(meta.size as usize);
-                    reader.read_to_end(&mut bytes).map_err(|e| {
-                        ReadFailure::find(&e).unwrap_or_else(|| {
-                            StoreError::Unavailable(format!("reading {read_key}: {e}"))
-                        })
-                    })?;
-                    Ok::<_, StoreError>(nifti::decode(&bytes, &limits))
-                })
-                .await??;
-            Metrics::time(&self.metrics.decode_us, t);
-            Metrics::inc(&self.metrics.decodes);
-            return Ok(DecodedVolume::new(
-                d.map_err(|e| volume_error(&object_key, e))?,
-            ));
+            // No download to overlap with: read whole (inflate.rs).
+            // Boxed: the futures nest deep enough to overflow a debug test thread otherwise.
+            return Box::pin(self.decode_whole(obj)).await;
         }
         let t = std::time::Instant::now();
         let (_, reader) = self
@@ -447,7 +421,7 @@ impl Pipeline {
     }
 }
 
-fn volume_error(key: &str, e: VolumeError) -> PipelineError {
+pub(super) fn volume_error(key: &str, e: VolumeError) -> PipelineError {
     match e {
         VolumeError::TooLarge(message) => PipelineError::TooLarge {
             key: key.into(),

@@ -1,7 +1,10 @@
 //! What the disk tier holds: decoded volumes (their voxels stay in the map) and the patch
 //! routes' foreground/background lists.
 
+use std::borrow::Cow;
+
 use super::OnDisk;
+use crate::imaging::gzindex::GzIndex;
 use crate::imaging::nifti::{Dtype, Header, SharedBytes, Volume, VoxelBuf, Voxels};
 use crate::imaging::patch::FgBgIndices;
 use crate::imaging::stats::DecodedVolume;
@@ -24,8 +27,8 @@ impl OnDisk for Volume {
         serde_json::json!({"header": self.header, "voxels": self.header.voxels()})
     }
 
-    fn payload(&self) -> Vec<&[u8]> {
-        vec![voxel_bytes(&self.voxels)]
+    fn payload(&self) -> Vec<Cow<'_, [u8]>> {
+        vec![Cow::Borrowed(voxel_bytes(&self.voxels))]
     }
 
     fn rebuild(
@@ -72,7 +75,7 @@ impl OnDisk for DecodedVolume {
         self.volume.describe()
     }
 
-    fn payload(&self) -> Vec<&[u8]> {
+    fn payload(&self) -> Vec<Cow<'_, [u8]>> {
         self.volume.payload()
     }
 
@@ -102,10 +105,10 @@ impl OnDisk for FgBgIndices {
         serde_json::json!({"shape": self.shape, "fg": self.fg.len(), "bg": self.bg.len()})
     }
 
-    fn payload(&self) -> Vec<&[u8]> {
+    fn payload(&self) -> Vec<Cow<'_, [u8]>> {
         vec![
-            bytemuck::cast_slice(&self.fg),
-            bytemuck::cast_slice(&self.bg),
+            Cow::Borrowed(bytemuck::cast_slice(&self.fg)),
+            Cow::Borrowed(bytemuck::cast_slice(&self.bg)),
         ]
     }
 
@@ -128,5 +131,27 @@ impl OnDisk for FgBgIndices {
             fg: fg.to_vec(),
             bg: bg.to_vec(),
         })
+    }
+}
+
+/// A gzip seek index, as its own GZIDX file (so an entry's payload is what indexed_gzip reads).
+impl OnDisk for GzIndex {
+    const KIND: &'static str = "gzip-index";
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"format": "GZIDX v1"})
+    }
+
+    fn payload(&self) -> Vec<Cow<'_, [u8]>> {
+        vec![Cow::Owned(self.to_bytes())]
+    }
+
+    fn rebuild(
+        _: serde_json::Value,
+        bytes: SharedBytes,
+        start: usize,
+        len: usize,
+    ) -> Result<Self, String> {
+        GzIndex::from_bytes(&(*bytes).as_ref()[start..start + len]).map_err(|e| e.to_string())
     }
 }

@@ -29,6 +29,7 @@
 //! | to a multiple of 64 | zeros |
 //! | then `p` bytes | the voxels in their stored type, native (little-endian) order |
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -66,7 +67,7 @@ pub trait OnDisk: Sized {
     /// What is needed besides the payload to rebuild the value.
     fn describe(&self) -> serde_json::Value;
     /// The payload's parts, written one after another.
-    fn payload(&self) -> Vec<&[u8]>;
+    fn payload(&self) -> Vec<Cow<'_, [u8]>>;
     /// The value again, from its description and its payload (`len` bytes at `start` of the
     /// mapped file, which it may keep).
     fn rebuild(
@@ -288,7 +289,12 @@ fn payload_start(meta_len: usize) -> usize {
     (FIXED + meta_len).div_ceil(ALIGN) * ALIGN
 }
 
-fn write_entry(path: &Path, meta: &[u8], start: usize, payload: &[&[u8]]) -> io::Result<()> {
+fn write_entry(
+    path: &Path,
+    meta: &[u8],
+    start: usize,
+    payload: &[Cow<'_, [u8]>],
+) -> io::Result<()> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(meta);
     payload.iter().for_each(|p| crc.update(p));

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, Read};
 
+use crate::imaging::gzindex::{self, GzIndex};
 use crate::imaging::gzip::{self, GzDecoder};
 
 use super::{Dtype, Header, Volume, VolumeError, VolumeLimits, Voxels, header, io_error};
@@ -25,12 +26,13 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, VolumeError> {
 /// anything else (several members, bytes after the voxels, a corrupt stream) is streamed, which
 /// reads only as far as the voxels reach and names what is wrong.
 pub fn decode(bytes: &[u8], limits: &VolumeLimits) -> Result<Volume, VolumeError> {
+    decode_with(bytes, limits, Inflate::Whole).map(|(v, _)| v)
+}
+
+/// The streaming decode of bytes in memory (the fallback of the whole-buffer paths).
+fn decode_streamed(bytes: &[u8], limits: &VolumeLimits) -> Result<Volume, VolumeError> {
     if bytes.starts_with(&GZIP_MAGIC) {
-        if let Some(v) = decode_whole_gz(bytes, limits)? {
-            return Ok(v);
-        }
-        let mut r = GzDecoder::new(bytes);
-        decode_from(&mut r, limits)
+        decode_from(&mut GzDecoder::new(bytes), limits)
     } else {
         decode_from(&mut &bytes[..], limits)
     }
@@ -48,9 +50,41 @@ pub fn decode_reader<R: Read>(r: R, limits: &VolumeLimits) -> Result<Volume, Vol
     }
 }
 
-/// The whole-buffer path of [`decode`]: `None` when it does not apply or the inflate fails
-/// (the caller streams instead). Limits are checked before the buffer is allocated.
-fn decode_whole_gz(gz: &[u8], limits: &VolumeLimits) -> Result<Option<Volume>, VolumeError> {
+/// How a whole `.nii.gz` in memory is inflated into its voxel buffer.
+#[derive(Debug, Clone, Copy)]
+pub enum Inflate<'a> {
+    /// libdeflate, one thread (the fastest single stream).
+    Whole,
+    /// zlib-rs, one thread, recording a seek index with a checkpoint about every `spacing`
+    /// bytes of output.
+    Indexing { spacing: u32 },
+    /// From the checkpoints of this index (of this very file), on `threads` threads.
+    Parallel { index: &'a GzIndex, threads: usize },
+}
+
+/// [`decode`], inflating as `how` says, plus the seek index when `how` builds one. Anything
+/// the chosen way cannot do (a stream that is not one member of the expected size, an index
+/// of another file) falls back to the streaming decode.
+pub fn decode_with(
+    bytes: &[u8],
+    limits: &VolumeLimits,
+    how: Inflate<'_>,
+) -> Result<(Volume, Option<GzIndex>), VolumeError> {
+    if bytes.starts_with(&GZIP_MAGIC)
+        && let Some(v) = decode_whole_gz(bytes, limits, how)?
+    {
+        return Ok(v);
+    }
+    decode_streamed(bytes, limits).map(|v| (v, None))
+}
+
+/// The whole-buffer path of [`decode_with`]: `None` when it does not apply or the inflate
+/// fails (the caller streams instead). Limits are checked before the buffer is allocated.
+fn decode_whole_gz(
+    gz: &[u8],
+    limits: &VolumeLimits,
+    how: Inflate<'_>,
+) -> Result<Option<(Volume, Option<GzIndex>)>, VolumeError> {
     let header = header::read_from(&mut GzDecoder::new(gz))?;
     let data_bytes = check_limits(&header, limits)?;
     let total = header.vox_offset + data_bytes;
@@ -67,12 +101,26 @@ fn decode_whole_gz(gz: &[u8], limits: &VolumeLimits) -> Result<Option<Volume>, V
         return Ok(None);
     };
     let swap = header.big_endian != cfg!(target_endian = "big");
+    let index;
     macro_rules! read_whole {
         ($t:ty, $variant:ident) => {{
             let mut v: Vec<$t> = vec![<$t>::default(); prefix + n];
-            if gzip::inflate_exact(gz, bytemuck::cast_slice_mut(&mut v)).is_err() {
+            let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
+            let done = match how {
+                Inflate::Whole => gzip::inflate_exact(gz, buf).ok().map(|()| None),
+                Inflate::Indexing { spacing } => {
+                    gzindex::inflate_indexed(gz, buf, spacing).ok().map(Some)
+                }
+                Inflate::Parallel { index, threads } => {
+                    gzindex::inflate_parallel(gz, index, buf, threads)
+                        .ok()
+                        .map(|()| None)
+                }
+            };
+            let Some(built) = done else {
                 return Ok(None);
-            }
+            };
+            index = built;
             v.drain(..prefix);
             if swap {
                 swap_bytes(bytemuck::cast_slice_mut(&mut v), std::mem::size_of::<$t>());
@@ -92,7 +140,7 @@ fn decode_whole_gz(gz: &[u8], limits: &VolumeLimits) -> Result<Option<Volume>, V
         Dtype::F32 => read_whole!(f32, F32),
         Dtype::F64 => read_whole!(f64, F64),
     };
-    Ok(Some(Volume { header, voxels }))
+    Ok(Some((Volume { header, voxels }, index)))
 }
 
 /// Whether `bytes` look like a gzip stream.

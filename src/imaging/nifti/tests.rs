@@ -175,3 +175,71 @@ fn nan_slope_means_unscaled() {
     let v = decode(&b, &limits()).unwrap();
     assert!(!v.header.is_scaled());
 }
+
+#[test]
+fn every_inflate_gives_the_same_volume() {
+    use crate::imaging::gzindex;
+    use std::io::Write;
+    let n = 96 * 96 * 40;
+    let mut x = 0x1234_5678_u32;
+    let data: Vec<f32> = (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (i % 97) as f32 + (x % 8) as f32 * 0.25
+        })
+        .collect();
+    let nii = sample(&[96, 96, 40], OutType::F32, bytemuck::cast_slice(&data));
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&nii).unwrap();
+    let gz = e.finish().unwrap();
+    let whole = decode(&gz, &limits()).unwrap();
+    let (indexing, index) =
+        decode_with(&gz, &limits(), Inflate::Indexing { spacing: 64 << 10 }).unwrap();
+    let index = index.expect("an index");
+    assert!(index.points.len() > 4);
+    assert_eq!(indexing, whole);
+    for threads in [1, 2, 3] {
+        let (parallel, none) = decode_with(
+            &gz,
+            &limits(),
+            Inflate::Parallel {
+                index: &index,
+                threads,
+            },
+        )
+        .unwrap();
+        assert!(none.is_none());
+        assert_eq!(parallel, whole);
+    }
+    // An index of another file is not used: the streaming decode answers instead.
+    let other = gzindex::GzIndex {
+        compressed_size: 1,
+        ..index.clone()
+    };
+    let (v, _) = decode_with(
+        &gz,
+        &limits(),
+        Inflate::Parallel {
+            index: &other,
+            threads: 2,
+        },
+    )
+    .unwrap();
+    assert_eq!(v, whole);
+    // A truncated file is refused the same way by every path.
+    for how in [
+        Inflate::Whole,
+        Inflate::Indexing { spacing: 1 << 16 },
+        Inflate::Parallel {
+            index: &index,
+            threads: 2,
+        },
+    ] {
+        assert!(matches!(
+            decode_with(&gz[..gz.len() / 2], &limits(), how),
+            Err(VolumeError::Truncated(_) | VolumeError::Gzip(_))
+        ));
+    }
+}

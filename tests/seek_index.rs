@@ -1,0 +1,148 @@
+//! The gzip seek index in the server, over HTTP in process: the first decode of a large
+//! `.nii.gz` records it, and a decode after the volume left memory inflates from its
+//! checkpoints on several threads, with byte-identical answers; with a disk tier the index is
+//! written there too and a restarted server uses it.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use common::get;
+use medserve::cache::disk::DiskCache;
+use medserve::catalog::CatalogFile;
+use medserve::config::Limits;
+use medserve::store::LocalStore;
+use medserve::{AppState, HttpOptions, build_router, state_for_store};
+
+const ITEM: &str = "/v1/datasets/big/splits/train/items/s1";
+
+/// A 256x256x128 int16 volume with noise in its low bits: about 10 MB gzipped, past the size
+/// from which the server records an index.
+fn write_volume(dir: &Path) {
+    let dims = [256usize, 256, 128];
+    let n = dims.iter().product::<usize>();
+    let mut x = 0x2468_ace1_u32;
+    let voxels: Vec<f32> = (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            ((i / 256) % 512) as f32 + (x % 64) as f32
+        })
+        .collect();
+    let eye = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    let nii = medserve::imaging::nifti::encode_nifti1(
+        &dims,
+        &eye,
+        medserve::imaging::nifti::OutType::F32,
+        bytemuck::cast_slice(&voxels),
+        1,
+    );
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&nii).unwrap();
+    let gz = e.finish().unwrap();
+    assert!(
+        gz.len() as u64 >= medserve::pipeline::INDEX_MIN_BYTES,
+        "{} bytes",
+        gz.len()
+    );
+    common::put(dir, "big/train/s1/img.nii.gz", &gz);
+}
+
+fn app(data: &Path, disk: Option<&Path>) -> (Router, AppState) {
+    let mut s = state_for_store(
+        Arc::new(LocalStore::new(data).unwrap()),
+        Limits::default(),
+        256 << 20,
+        Duration::from_secs(300),
+        CatalogFile {
+            discover: true,
+            ..Default::default()
+        },
+        2,
+    );
+    if let Some(d) = disk {
+        s.pipeline = s
+            .pipeline
+            .with_disk_cache(Arc::new(DiskCache::open(d, 1 << 30).unwrap()));
+    }
+    (build_router(s.clone(), &HttpOptions::default()), s)
+}
+
+async fn metric(app: &Router, name: &str) -> u64 {
+    let text = String::from_utf8(get(app, "/metrics").await.body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+async fn body(app: &Router, uri: &str) -> Vec<u8> {
+    let r = get(app, uri).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.body
+}
+
+#[tokio::test]
+async fn a_volume_decoded_again_is_inflated_from_its_index() {
+    let data = tempfile::tempdir().unwrap();
+    write_volume(data.path());
+    let (app, state) = app(data.path(), None);
+    let uri = format!("{ITEM}/volume?size=32,32,16&format=npy");
+    let first = body(&app, &uri).await;
+    assert_eq!(metric(&app, "medserve_gzip_indexes_built_total").await, 1);
+    assert_eq!(metric(&app, "medserve_parallel_decodes_total").await, 0);
+
+    state.pipeline.cache().clear().await;
+    assert_eq!(body(&app, &uri).await, first);
+    assert_eq!(metric(&app, "medserve_decode_total").await, 2);
+    assert_eq!(metric(&app, "medserve_parallel_decodes_total").await, 1);
+    assert_eq!(metric(&app, "medserve_gzip_indexes_built_total").await, 1);
+    // The whole native volume too, through the same path.
+    state.pipeline.cache().clear().await;
+    let native = body(&app, &format!("{ITEM}/volume?format=npy")).await;
+    assert_eq!(native.len(), 128 + 256 * 256 * 128 * 4);
+    assert_eq!(metric(&app, "medserve_parallel_decodes_total").await, 2);
+}
+
+#[tokio::test]
+async fn the_index_lives_in_the_disk_tier_too() {
+    let data = tempfile::tempdir().unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    write_volume(data.path());
+    let uri = format!("{ITEM}/volume?size=32,32,16&format=npy");
+    let (app1, _) = app(data.path(), Some(disk.path()));
+    let first = body(&app1, &uri).await;
+    // The volume and its index, written in the background.
+    for _ in 0..400 {
+        if metric(&app1, "medserve_disk_cache_writes_total").await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(metric(&app1, "medserve_disk_cache_writes_total").await, 2);
+    // Without the volume entry, a restarted server decodes again, from the index on disk.
+    let entries: Vec<_> = std::fs::read_dir(disk.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let biggest = entries
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    std::fs::remove_file(biggest).unwrap();
+    let (app2, _) = app(data.path(), Some(disk.path()));
+    assert_eq!(body(&app2, &uri).await, first);
+    assert_eq!(metric(&app2, "medserve_parallel_decodes_total").await, 1);
+    assert_eq!(metric(&app2, "medserve_gzip_indexes_built_total").await, 0);
+}
