@@ -117,6 +117,8 @@ pub struct Pipeline {
     /// Seek indexes of large `.nii.gz` objects (`inflate.rs`), apart from `cache` so that
     /// volume churn does not evict them.
     indexes: ArrayCache,
+    /// Large objects decoded at least once (key, version): a second decode records an index.
+    decoded_once: moka::future::Cache<(String, String), ()>,
 }
 
 impl Pipeline {
@@ -136,6 +138,7 @@ impl Pipeline {
             stats: stats::StatsJobs::default(),
             disk: None,
             indexes: ArrayCache::new((cache_bytes / 16).clamp(8 << 20, 256 << 20)),
+            decoded_once: moka::future::Cache::new(1 << 16),
             limits,
             metrics,
         }
