@@ -1,14 +1,16 @@
 //! NIfTI-1/NIfTI-2 reading (`.nii` and `.nii.gz`): `read_header`, `decode` and the streaming
 //! `decode_reader` must return an error for bad input, never panic or allocate past the limits,
-//! and agree with each other. A volume that decodes also goes through the cheap transforms the
-//! volume and slice routes run on it.
+//! and agree with each other, as must the seek index's ways (recording it, then inflating from
+//! its checkpoints on two threads) and its file reader on any bytes. A volume that decodes also
+//! goes through the cheap transforms the volume and slice routes run on it.
 #![no_main]
 
 use std::io::Write;
 
 use libfuzzer_sys::fuzz_target;
 use medserve::imaging::ResizeMode;
-use medserve::imaging::nifti::{self, Volume, VolumeLimits, Voxels};
+use medserve::imaging::gzindex;
+use medserve::imaging::nifti::{self, Inflate, Volume, VolumeLimits, Voxels};
 use medserve::imaging::volume::{self, LabelSelect, Plane, SliceAt};
 use medserve::with_voxels;
 
@@ -64,6 +66,32 @@ fuzz_target!(|data: &[u8]| {
             b.map(|v| v.header)
         ),
     };
+    // The seek index's ways of inflating a .nii.gz agree with the others: recording the index,
+    // then from its checkpoints on two threads (a hostile GZIDX never gets past its reader).
+    let _ = gzindex::GzIndex::from_bytes(data);
+    if nifti::is_gzip(data) {
+        match nifti::decode_with(data, &LIMITS, Inflate::Indexing { spacing: 4096 }) {
+            Ok((v, index)) => {
+                assert!(same(&v, &vol), "the indexing decode disagrees");
+                if let Some(index) = index {
+                    let again = gzindex::GzIndex::from_bytes(&index.to_bytes())
+                        .expect("an index reads back");
+                    assert_eq!(again, index);
+                    let (p, _) = nifti::decode_with(
+                        data,
+                        &LIMITS,
+                        Inflate::Parallel {
+                            index: &index,
+                            threads: 2,
+                        },
+                    )
+                    .expect("the parallel decode fails where the others succeed");
+                    assert!(same(&p, &vol), "the parallel decode disagrees");
+                }
+            }
+            Err(e) => panic!("the indexing decode fails where the others succeed: {e}"),
+        }
+    }
     let header = header.expect("read_header fails on a file decode reads");
     assert_eq!(format!("{header:?}"), format!("{:?}", vol.header));
 
