@@ -1,6 +1,8 @@
 //! Building responses: content negotiation, strong ETags with `If-None-Match` -> 304,
 //! `Cache-Control`, and data responses from encoded bodies.
 
+use std::borrow::Borrow;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -145,20 +147,23 @@ fn shape_header(shape: &[usize]) -> HeaderValue {
 
 /// 304 when the client already holds `etag`; otherwise the data response `make` builds,
 /// saved by the client as `file_stem` plus the format's extension.
-pub async fn conditional<F>(
+/// `make` may hand back the body it computed or a shared cached one (`Arc<Encoded>`): either
+/// way the response shares its bytes.
+pub async fn conditional<F, E>(
     headers: &HeaderMap,
     etag: &str,
     file_stem: &str,
     make: F,
 ) -> Result<Response, AppError>
 where
-    F: Future<Output = Result<Encoded, PipelineError>>,
+    F: Future<Output = Result<E, PipelineError>>,
+    E: Borrow<Encoded>,
 {
     if not_modified(headers, etag) {
         return Ok(data_not_modified(etag));
     }
     let e = make.await?;
-    Ok(data_response(&e, file_stem, etag))
+    Ok(data_response(e.borrow(), file_stem, etag))
 }
 
 /// [`conditional`] for files viewers fetch by byte range (NIfTI): the encoded body answers

@@ -31,7 +31,7 @@ pub async fn get_slice(
     let (axis, index) = prepared.at();
     let stem = format!("{}_{}{index}", it.id, ["x", "y", "z"][axis]);
     response::conditional(&req.headers, &prepared.etag(), &stem, async {
-        Ok((*state.pipeline.slice(prepared).await?).clone())
+        state.pipeline.slice(prepared).await
     })
     .await
 }
