@@ -777,6 +777,50 @@ async fn catalog_is_listed_lazily_cached_and_refreshable() {
     assert_eq!(get(&app, "/v1/datasets/ds").await.json()["items"], 2);
 }
 
+/// Listing documents are cached per catalog snapshot: a repeat is the same bytes and ETag
+/// and adds no cache entry; a refresh that changes the catalog changes every document.
+#[tokio::test]
+async fn listing_documents_are_cached_per_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = |rel: &str| common::put(dir.path(), rel, &common::tiny_png());
+    add("ds/train/A/1.png");
+    let (app, _) = common::app_on(dir.path());
+    let uris = [
+        "/v1/datasets",
+        "/v1/datasets/ds",
+        "/v1/datasets/ds/splits",
+        "/v1/datasets/ds/splits/train/classes",
+        "/v1/datasets/ds/splits/train/items",
+        "/v1/datasets/ds/splits/train/items?limit=1&class=A",
+    ];
+    let mut first = Vec::new();
+    for u in uris {
+        first.push(get(&app, u).await);
+    }
+    let entries = metric(&app, "medserve_cache_entries").await;
+    for (u, f) in uris.iter().zip(&first) {
+        assert_eq!(f.status, 200, "{u}");
+        let again = get(&app, u).await;
+        assert_eq!(again.body, f.body, "{u}");
+        assert_eq!(again.header("etag"), f.header("etag"), "{u}");
+        let r = get_with(&app, u, &[("if-none-match", f.header("etag"))]).await;
+        assert_eq!(r.status, 304, "{u}");
+    }
+    assert_eq!(metric(&app, "medserve_cache_entries").await, entries);
+
+    add("ds/train/A/2.png");
+    assert_eq!(
+        call(&app, Method::POST, "/v1/catalog/refresh").await.status,
+        200
+    );
+    for (u, f) in uris.iter().zip(&first) {
+        let now = get(&app, u).await;
+        assert_ne!(now.header("etag"), f.header("etag"), "{u}");
+    }
+    let page = get(&app, "/v1/datasets/ds/splits/train/items").await.json();
+    assert_eq!(page["total"], 2);
+}
+
 #[tokio::test]
 async fn decoding_options_luminance_and_palette() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 
 use std::borrow::Borrow;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -117,13 +117,26 @@ pub(super) fn body_etag(body: &[u8]) -> String {
 
 /// A JSON body with an ETag over its bytes; 304 when the client has it already.
 pub fn json(headers: &HeaderMap, value: &impl Serialize) -> Response {
-    let body = match serde_json::to_vec_pretty(value) {
-        Ok(b) => b,
-        Err(e) => return AppError::Internal(format!("serialising JSON: {e}")).into_response(),
-    };
-    let etag = body_etag(&body);
-    if not_modified(headers, &etag) {
-        return not_modified_response(&etag, CACHE_LISTING);
+    match json_bytes(value) {
+        Ok(body) => {
+            let etag = body_etag(&body);
+            json_body(headers, body, &etag)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The JSON text of [`json`]'s documents (pretty-printed, as every listing has been).
+pub fn json_bytes(value: &impl Serialize) -> Result<Bytes, AppError> {
+    serde_json::to_vec_pretty(value)
+        .map(Bytes::from)
+        .map_err(|e| AppError::Internal(format!("serialising JSON: {e}")))
+}
+
+/// [`json`] for a body already serialised, with its ETag (a cached document's).
+pub fn json_body(headers: &HeaderMap, body: Bytes, etag: &str) -> Response {
+    if not_modified(headers, etag) {
+        return not_modified_response(etag, CACHE_LISTING);
     }
     let resp = (
         [(
@@ -133,7 +146,7 @@ pub fn json(headers: &HeaderMap, value: &impl Serialize) -> Response {
         body,
     )
         .into_response();
-    with_validators(resp, &etag, CACHE_LISTING)
+    with_validators(resp, etag, CACHE_LISTING)
 }
 
 fn shape_header(shape: &[usize]) -> HeaderValue {

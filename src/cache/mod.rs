@@ -13,10 +13,11 @@
 pub mod disk;
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use ndarray::ArrayD;
 
+use crate::catalog::Snapshot;
 use crate::catalog::ids::fnv1a;
 use crate::imaging::ImageInfo;
 use crate::imaging::encode::Encoded;
@@ -70,6 +71,8 @@ pub enum Stage {
     Indices,
     /// A rendered slice, encoded.
     Slice,
+    /// A document computed from the catalog's snapshot alone (a listing page).
+    Document,
     /// A whole response body (ETag only; not cached).
     Response,
 }
@@ -84,6 +87,7 @@ impl Stage {
             Stage::Mask => "mask",
             Stage::Indices => "fg-bg-indices",
             Stage::Slice => "slice",
+            Stage::Document => "document",
             Stage::Response => "response",
         }
     }
@@ -174,6 +178,54 @@ impl<T: Cached> Key<T> {
     }
 }
 
+impl Key<Document> {
+    /// The key of `document` computed from `snapshot` alone.
+    ///
+    /// A snapshot has no version of its own (a re-listing builds a new one, equal or not), so
+    /// the key names it by its address. That is sound because every [`Document`] holds its
+    /// snapshot weakly: while an entry under this key lives, the snapshot's allocation cannot
+    /// be freed, so no other snapshot can be at that address. An entry may outlive its snapshot
+    /// (until the LRU drops it) but no later snapshot can ever look it up.
+    pub fn of_snapshot(snapshot: &Arc<Snapshot>, document: &impl Canonical) -> Self {
+        struct Of<'a, C>(usize, &'a C);
+        impl<C: Canonical> Canonical for Of<'_, C> {
+            fn write_canonical(&self, out: &mut String) {
+                use std::fmt::Write;
+                let _ = write!(out, "snapshot@{:x}|", self.0);
+                self.1.write_canonical(out);
+            }
+        }
+        let at = Arc::as_ptr(snapshot) as usize;
+        Key::new(Stage::Document, [], &Of(at, document))
+    }
+}
+
+/// A body computed from one catalog snapshot alone (a JSON listing page) and its ETag.
+#[derive(Debug)]
+pub struct Document {
+    pub body: bytes::Bytes,
+    pub etag: String,
+    /// Held weakly: keeps the snapshot's address from being reused while this entry lives
+    /// (see [`Key::of_snapshot`]) without keeping a replaced catalog in memory.
+    snapshot: Weak<Snapshot>,
+}
+
+impl Document {
+    /// `body` (with its ETag) as computed from `snapshot`.
+    pub fn new(snapshot: &Arc<Snapshot>, body: bytes::Bytes, etag: String) -> Self {
+        Document {
+            body,
+            etag,
+            snapshot: Arc::downgrade(snapshot),
+        }
+    }
+
+    /// Whether this document was computed from `snapshot`.
+    pub fn is_of(&self, snapshot: &Arc<Snapshot>) -> bool {
+        std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+    }
+}
+
 /// A cached float array and, for decoded images, what the file's header said.
 #[derive(Debug)]
 pub struct Tensor {
@@ -193,6 +245,7 @@ pub enum Entry {
     Volume(Arc<DecodedVolume>),
     Encoded(Arc<Encoded>),
     Indices(Arc<Indices>),
+    Document(Arc<Document>),
 }
 
 impl Entry {
@@ -204,6 +257,7 @@ impl Entry {
             Entry::Volume(v) => v.volume.voxels.byte_len(),
             Entry::Encoded(e) => e.body.len(),
             Entry::Indices(i) => i.byte_len(),
+            Entry::Document(d) => d.body.len() + d.etag.len(),
         }
     }
 }
@@ -237,7 +291,14 @@ macro_rules! cached {
 // foreground/background lists.
 type Volume = DecodedVolume;
 type Indices = FgBgIndices;
-cached!(Tensor = 0, Mask = 1, Volume = 2, Encoded = 3, Indices = 4);
+cached!(
+    Tensor = 0,
+    Mask = 1,
+    Volume = 2,
+    Encoded = 3,
+    Indices = 4,
+    Document = 5
+);
 
 /// moka weighs in u32, so entries are weighed in KiB (bytes would overflow at 4 GiB).
 fn weight_kib(e: &Entry) -> u32 {
@@ -410,5 +471,15 @@ mod tests {
             .await
             .unwrap();
         assert!(Arc::ptr_eq(&first, &again));
+    }
+
+    #[test]
+    fn documents_are_named_by_their_snapshot() {
+        let (a, b) = (Arc::new(Snapshot::default()), Arc::new(Snapshot::default()));
+        let key = |s: &Arc<Snapshot>| Key::of_snapshot(s, &T("items|x")).key;
+        assert_eq!(key(&a), key(&a));
+        assert_ne!(key(&a), key(&b));
+        let doc = Document::new(&a, bytes::Bytes::from_static(b"{}"), "\"e\"".into());
+        assert!(doc.is_of(&a) && !doc.is_of(&b));
     }
 }
