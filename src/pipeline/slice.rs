@@ -206,7 +206,7 @@ impl Pipeline {
             key,
         } = p;
         self.cache
-            .get_or_compute(key, async {
+            .get_or_compute_with(key, || async {
                 let started = std::time::Instant::now();
                 let rendered = self
                     .pool
