@@ -150,11 +150,11 @@ pub fn json_body(headers: &HeaderMap, body: Bytes, etag: &str) -> Response {
 }
 
 fn shape_header(shape: &[usize]) -> HeaderValue {
-    let s = shape
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    use std::fmt::Write;
+    let mut s = String::with_capacity(6 * shape.len());
+    for (i, d) in shape.iter().enumerate() {
+        let _ = write!(s, "{}{d}", if i == 0 { "" } else { "," });
+    }
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -228,8 +228,8 @@ pub fn data_response(e: &Encoded, file_stem: &str, etag: &str) -> Response {
     if !e.dtype.is_empty() {
         h.insert(X_DTYPE, HeaderValue::from_static(e.dtype));
     }
-    let file_name = format!("{file_stem}.{}", e.format.name());
-    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{file_name}\"")) {
+    let disposition = format!("inline; filename=\"{file_stem}.{}\"", e.format.name());
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::VARY, HeaderValue::from_static("accept"));

@@ -225,17 +225,22 @@ impl Pipeline {
             .await
     }
 
-    /// The item's image through `chain`, encoded as `format`: the body is cached next to the
-    /// array it encodes (which batches and other formats reuse), so a warm request neither
-    /// encodes nor waits for a CPU worker, and every response shares the one body.
+    /// The prepared image request's body: cached next to the array it encodes (which batches
+    /// and other formats reuse), so a warm request neither encodes nor waits for a CPU
+    /// worker, and every response shares the one body.
     pub async fn image(
         &self,
         item: &Item,
-        chain: Chain2d,
-        format: Format,
+        prepared: PreparedImage,
     ) -> Result<Arc<Encoded>, PipelineError> {
+        let PreparedImage {
+            chain,
+            format,
+            body,
+            ..
+        } = prepared;
         self.cache
-            .get_or_compute_with(body_key(item, chain, format), || async {
+            .get_or_compute_with(body, || async {
                 let t = self.transformed(item, chain).await?;
                 let window = chain.png_window(&t.data);
                 let started = std::time::Instant::now();
@@ -258,35 +263,37 @@ impl Pipeline {
     }
 }
 
-/// The chain's result encoded as one format: the name of a cached body.
-struct Body {
+/// An image request named once: its ETag and its body's cache key come from one canonical
+/// text of the chain (they were two, written out per request).
+pub struct PreparedImage {
     chain: Chain2d,
     format: Format,
+    etag: String,
+    body: Key<Encoded>,
 }
 
-impl Canonical for Body {
-    fn write_canonical(&self, out: &mut String) {
-        self.chain.write_canonical(out);
-        out.push_str("|encode(");
-        out.push_str(self.format.name());
-        out.push(')');
+impl PreparedImage {
+    /// The item's image through `chain`, sent as `format`.
+    pub fn new(item: &Item, chain: Chain2d, format: Format) -> Self {
+        let key = image_key(item, chain);
+        PreparedImage {
+            chain,
+            format,
+            etag: key.untyped().etag(format.name()),
+            body: key.untyped().encoded(format.name()),
+        }
     }
-}
 
-// The ETag stays `image_key`'s (the body key is only the cache's name for it), so caching
-// bodies changed no ETag.
-fn body_key(item: &Item, chain: Chain2d, format: Format) -> Key<Encoded> {
-    Key::new(Stage::Image, [&item.image], &Body { chain, format })
+    /// The response's ETag: the array's key's, so caching bodies changed no ETag.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
 }
 
 fn image_key(item: &Item, chain: Chain2d) -> Key<Tensor> {
     Key::new(Stage::Image, [&item.image], &chain)
 }
 
-/// The ETag of the item's image through `chain`, sent as `format`.
-pub fn image_etag(item: &Item, chain: Chain2d, format: Format) -> String {
-    image_key(item, chain).untyped().etag(format.name())
-}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,7 +326,8 @@ mod tests {
             flip: SpatialAxes::NONE,
             rotate: None,
         };
-        let size = std::mem::size_of_val(&p.image(&item, chain, Format::Png));
+        let prepared = PreparedImage::new(&item, chain, Format::Png);
+        let size = std::mem::size_of_val(&p.image(&item, prepared));
         assert!(size < 16 << 10, "{size} bytes");
     }
 }
