@@ -26,6 +26,8 @@
 #   LOAD_THREADS      wrk threads (default 2)
 #   LOAD_PORT         port to listen on (default: a free one)
 #   LOAD_SKIP_BUILD   1 = use the existing target/release/medserve
+#   LOAD_BIN          another medserve binary to measure (e.g. a build of the commit before a
+#                     change, for before/after rows from the same machine and hour)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -46,6 +48,7 @@ fi
 . scripts/lib.sh
 
 load_prereqs curl python3
+BIN="${LOAD_BIN:-${BIN}}"
 
 WORK="$(mktemp -d)"
 SERVER_PID=""

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub store_waits: AtomicU64,
     pub decodes: AtomicU64,
     pub transforms: AtomicU64,
+    pub encodes: AtomicU64,
     pub fg_indices: AtomicU64,
     pub fetch_us: AtomicU64,
     pub decode_us: AtomicU64,
@@ -29,7 +30,7 @@ pub struct Metrics {
 type Counter = fn(&Metrics) -> &AtomicU64;
 
 /// `(name, help, counter)` of every plain counter.
-pub const COUNTERS: [(&str, &str, Counter); 14] = [
+pub const COUNTERS: [(&str, &str, Counter); 15] = [
     (
         "medserve_storage_get_total",
         "Whole-object GETs sent to the store.",
@@ -54,6 +55,11 @@ pub const COUNTERS: [(&str, &str, Counter); 14] = [
         "medserve_transform_total",
         "Transform chains computed (cache misses).",
         |m| &m.transforms,
+    ),
+    (
+        "medserve_encode_total",
+        "Image and slice bodies encoded (cache misses; a warm request is served the cached body).",
+        |m| &m.encodes,
     ),
     (
         "medserve_prefetched_batches_total",

@@ -295,6 +295,66 @@ async fn etags_give_304_and_differ_by_transform_and_format() {
     assert_eq!(r.status, 304);
 }
 
+/// One counter from `/metrics`.
+async fn metric(app: &axum::Router, name: &str) -> u64 {
+    let text = String::from_utf8(get(app, "/metrics").await.body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// Bodies are cached next to their arrays: a warm request encodes and transforms nothing and
+/// answers exactly what the first did (body, ETag, headers), random transforms included; a new
+/// format of a cached chain encodes once more from the cached array.
+#[tokio::test]
+async fn warm_image_requests_are_served_the_cached_body() {
+    let (app, _) = app();
+    let queries = [
+        "",
+        "?format=npy",
+        "?format=f32",
+        "?rand_flip=1&rand_rotate=0.3&rand_rotate_prob=1&seed=7&epoch=2",
+    ];
+    let mut firsts = Vec::new();
+    for q in queries {
+        firsts.push(get(&app, &format!("{ITEM}/image{q}")).await);
+    }
+    let encodes = metric(&app, "medserve_encode_total").await;
+    let transforms = metric(&app, "medserve_transform_total").await;
+    assert_eq!(encodes, 4);
+    for (q, first) in queries.iter().zip(&firsts) {
+        assert_eq!(first.status, 200, "{q}");
+        let again = get(&app, &format!("{ITEM}/image{q}")).await;
+        assert_eq!(again.body, first.body, "{q}");
+        for h in [
+            "etag",
+            "content-type",
+            "content-length",
+            "content-disposition",
+            "cache-control",
+            "vary",
+            "x-shape",
+            "x-dtype",
+            "x-augment",
+        ] {
+            assert_eq!(again.header(h), first.header(h), "{q}: {h}");
+        }
+    }
+    assert!(!firsts[3].header("x-augment").is_empty());
+    assert_eq!(metric(&app, "medserve_encode_total").await, encodes);
+    assert_eq!(metric(&app, "medserve_transform_total").await, transforms);
+
+    let npy_of_drawn = get(&app, &format!("{ITEM}/image{}&format=npy", queries[3])).await;
+    assert_eq!(
+        npy_of_drawn.header("x-augment"),
+        firsts[3].header("x-augment")
+    );
+    assert_eq!(metric(&app, "medserve_encode_total").await, encodes + 1);
+    assert_eq!(metric(&app, "medserve_transform_total").await, transforms);
+}
+
 #[tokio::test]
 async fn not_found_errors_say_what_exists() {
     let (app, _) = app();
@@ -715,6 +775,50 @@ async fn catalog_is_listed_lazily_cached_and_refreshable() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["datasets"], 1);
     assert_eq!(get(&app, "/v1/datasets/ds").await.json()["items"], 2);
+}
+
+/// Listing documents are cached per catalog snapshot: a repeat is the same bytes and ETag
+/// and adds no cache entry; a refresh that changes the catalog changes every document.
+#[tokio::test]
+async fn listing_documents_are_cached_per_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = |rel: &str| common::put(dir.path(), rel, &common::tiny_png());
+    add("ds/train/A/1.png");
+    let (app, _) = common::app_on(dir.path());
+    let uris = [
+        "/v1/datasets",
+        "/v1/datasets/ds",
+        "/v1/datasets/ds/splits",
+        "/v1/datasets/ds/splits/train/classes",
+        "/v1/datasets/ds/splits/train/items",
+        "/v1/datasets/ds/splits/train/items?limit=1&class=A",
+    ];
+    let mut first = Vec::new();
+    for u in uris {
+        first.push(get(&app, u).await);
+    }
+    let entries = metric(&app, "medserve_cache_entries").await;
+    for (u, f) in uris.iter().zip(&first) {
+        assert_eq!(f.status, 200, "{u}");
+        let again = get(&app, u).await;
+        assert_eq!(again.body, f.body, "{u}");
+        assert_eq!(again.header("etag"), f.header("etag"), "{u}");
+        let r = get_with(&app, u, &[("if-none-match", f.header("etag"))]).await;
+        assert_eq!(r.status, 304, "{u}");
+    }
+    assert_eq!(metric(&app, "medserve_cache_entries").await, entries);
+
+    add("ds/train/A/2.png");
+    assert_eq!(
+        call(&app, Method::POST, "/v1/catalog/refresh").await.status,
+        200
+    );
+    for (u, f) in uris.iter().zip(&first) {
+        let now = get(&app, u).await;
+        assert_ne!(now.header("etag"), f.header("etag"), "{u}");
+    }
+    let page = get(&app, "/v1/datasets/ds/splits/train/items").await.json();
+    assert_eq!(page["total"], 2);
 }
 
 #[tokio::test]

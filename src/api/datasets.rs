@@ -1,19 +1,27 @@
 //! Catalog routes: datasets, splits, classes, items and item metadata.
+//!
+//! The documents are typed `Serialize` structs whose fields are declared in alphabetical
+//! order: they were `serde_json::Value` maps (sorted keys) before, so the bytes are the same,
+//! without building a tree of maps and strings for every item of a page.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
 
 use super::extract::{Params, Path, RawPairs};
 use super::item::{ItemRequest, NoQuery, class_filter, dataset, snapshot, split};
 use super::response;
-use crate::catalog::{Dataset, Item, Kind, Layout, Split};
+use crate::cache::{Document, Key};
+use crate::catalog::{Dataset, Item, Kind, Layout, Snapshot, Split};
 use crate::error::AppError;
 use crate::imaging::DecodeOptions;
+use crate::pipeline::PipelineError;
 use crate::state::AppState;
 
 /// Query parameters of the item listing.
@@ -27,11 +35,68 @@ fn source(state: &AppState, ds: &Dataset) -> String {
     format!("{}{}", state.catalog.public_location(), ds.root)
 }
 
-fn item_url(ds: &Dataset, sp: &Split, it: &Item) -> String {
-    format!(
-        "/v1/datasets/{}/splits/{}/items/{}",
-        ds.name, sp.name, it.id
-    )
+/// A listing document, cached per catalog snapshot and request (`what`: the route and its
+/// parameters, each length-prefixed so no two requests share a text). A warm page is then one
+/// cache lookup: serialising a 50-item page and hashing it for its ETag was most of its time.
+async fn cached_document<T: Serialize>(
+    state: &AppState,
+    headers: &HeaderMap,
+    snap: &Arc<Snapshot>,
+    what: &[&str],
+    make: impl FnOnce() -> T,
+) -> Result<Response, AppError> {
+    let mut text = String::new();
+    for part in what {
+        text.push_str(&format!("{}:{part}|", part.len()));
+    }
+    let key = Key::of_snapshot(snap, &text.as_str());
+    let doc = state
+        .pipeline
+        .cache()
+        .get_or_compute_with(key, || async {
+            let body = response::json_bytes(&make())
+                .map_err(|e| PipelineError::Internal(e.to_string()))?;
+            let etag = response::body_etag(&body);
+            Ok::<_, PipelineError>(Document::new(snap, body, etag))
+        })
+        .await?;
+    debug_assert!(doc.is_of(snap));
+    Ok(response::json_body(headers, doc.body.clone(), &doc.etag))
+}
+
+/// An item's URL (plus `suffix`), written straight into the JSON text: a page of items
+/// formats two per item, and a `String` each was a good part of a page's allocations.
+#[derive(Clone, Copy)]
+struct ItemUrl<'a> {
+    dataset: &'a str,
+    split: &'a str,
+    id: &'a str,
+    suffix: &'static str,
+}
+
+impl fmt::Display for ItemUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "/v1/datasets/{}/splits/{}/items/{}{}",
+            self.dataset, self.split, self.id, self.suffix
+        )
+    }
+}
+
+impl Serialize for ItemUrl<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn item_url<'a>(ds: &'a Dataset, sp: &'a Split, it: &'a Item) -> ItemUrl<'a> {
+    ItemUrl {
+        dataset: &ds.name,
+        split: &sp.name,
+        id: &it.id,
+        suffix: "",
+    }
 }
 
 #[derive(Serialize)]
@@ -50,6 +115,18 @@ fn split_counts(ds: &Dataset) -> Vec<SplitCount> {
         .collect()
 }
 
+/// One dataset in `GET /v1/datasets`.
+#[derive(Serialize)]
+struct DatasetSummary<'a> {
+    items: usize,
+    kind: Kind,
+    layout: Layout,
+    name: &'a str,
+    source: String,
+    splits: Vec<&'a str>,
+    url: String,
+}
+
 /// `GET /v1/datasets`
 pub async fn list_datasets(
     State(state): State<AppState>,
@@ -58,22 +135,55 @@ pub async fn list_datasets(
 ) -> Result<Response, AppError> {
     Params::new(q, &[])?;
     let snap = snapshot(&state).await?;
-    let list: Vec<Value> = snap
-        .datasets
-        .values()
-        .map(|ds| {
-            json!({
-                "name": ds.name,
-                "kind": ds.kind,
-                "layout": ds.layout,
-                "splits": ds.split_names(),
-                "items": ds.item_count(),
-                "source": source(&state, ds),
-                "url": format!("/v1/datasets/{}", ds.name),
+    cached_document(&state, &headers, &snap, &["datasets"], || {
+        snap.datasets
+            .values()
+            .map(|ds| DatasetSummary {
+                items: ds.item_count(),
+                kind: ds.kind,
+                layout: ds.layout,
+                name: &ds.name,
+                source: source(&state, ds),
+                splits: ds.splits.iter().map(|s| s.name.as_str()).collect(),
+                url: format!("/v1/datasets/{}", ds.name),
             })
-        })
-        .collect();
-    Ok(response::json(&headers, &list))
+            .collect::<Vec<_>>()
+    })
+    .await
+}
+
+/// A class of `GET /v1/datasets/{dataset}`, with its count in each split.
+#[derive(Serialize)]
+struct ClassCounts<'a> {
+    counts: BTreeMap<&'a str, usize>,
+    index: usize,
+    name: &'a str,
+}
+
+/// `GET /v1/datasets/{dataset}`: `classes` for classification, `labels` (and a Decathlon's
+/// `info`) for segmentation.
+#[derive(Serialize)]
+struct DatasetDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classes: Option<Vec<ClassCounts<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<&'a BTreeMap<String, Value>>,
+    items: usize,
+    kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a BTreeMap<String, String>>,
+    layout: Layout,
+    name: &'a str,
+    source: String,
+    splits: Vec<DatasetSplit<'a>>,
+}
+
+/// A split in `GET /v1/datasets/{dataset}`: the same facts as [`SplitCount`], whose `/splits`
+/// listing has always put `name` first while this document's keys are sorted.
+#[derive(Serialize)]
+struct DatasetSplit<'a> {
+    count: usize,
+    name: &'a str,
 }
 
 /// `GET /v1/datasets/{dataset}`
@@ -86,45 +196,60 @@ pub async fn get_dataset(
     Params::new(q, &[])?;
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &name)?;
-    let mut body = json!({
-        "name": ds.name,
-        "kind": ds.kind,
-        "layout": ds.layout,
-        "source": source(&state, ds),
-        "items": ds.item_count(),
-        "splits": split_counts(ds),
-    });
-    match ds.kind {
-        Kind::Classification => {
-            let per_split: Vec<Vec<usize>> = ds
+    // Class counts walk every item of the dataset: cached, a request is one lookup.
+    cached_document(&state, &headers, &snap, &["dataset", &ds.name], || {
+        let mut body = DatasetDoc {
+            classes: None,
+            info: None,
+            items: ds.item_count(),
+            kind: ds.kind,
+            labels: None,
+            layout: ds.layout,
+            name: &ds.name,
+            source: source(&state, ds),
+            splits: ds
                 .splits
                 .iter()
-                .map(|s| s.class_counts(ds.classes.len()))
-                .collect();
-            let classes: Vec<Value> = ds
-                .classes
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let counts: BTreeMap<&str, usize> = ds
-                        .splits
-                        .iter()
-                        .zip(&per_split)
-                        .map(|(s, cs)| (s.name.as_str(), cs[i]))
-                        .collect();
-                    json!({"name": c, "index": i, "counts": counts})
+                .map(|s| DatasetSplit {
+                    count: s.items.len(),
+                    name: &s.name,
                 })
-                .collect();
-            body["classes"] = Value::Array(classes);
-        }
-        Kind::Segmentation => {
-            body["labels"] = json!(ds.labels);
-            if ds.layout == Layout::Decathlon {
-                body["info"] = json!(ds.info);
+                .collect(),
+        };
+        match ds.kind {
+            Kind::Classification => {
+                let per_split: Vec<Vec<usize>> = ds
+                    .splits
+                    .iter()
+                    .map(|s| s.class_counts(ds.classes.len()))
+                    .collect();
+                let classes = ds
+                    .classes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| ClassCounts {
+                        counts: ds
+                            .splits
+                            .iter()
+                            .zip(&per_split)
+                            .map(|(s, cs)| (s.name.as_str(), cs[i]))
+                            .collect(),
+                        index: i,
+                        name: c,
+                    })
+                    .collect();
+                body.classes = Some(classes);
+            }
+            Kind::Segmentation => {
+                body.labels = Some(&ds.labels);
+                if ds.layout == Layout::Decathlon {
+                    body.info = Some(&ds.info);
+                }
             }
         }
-    }
-    Ok(response::json(&headers, &body))
+        body
+    })
+    .await
 }
 
 /// `GET /v1/datasets/{dataset}/splits`
@@ -137,7 +262,18 @@ pub async fn list_splits(
     Params::new(q, &[])?;
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &name)?;
-    Ok(response::json(&headers, &split_counts(ds)))
+    cached_document(&state, &headers, &snap, &["splits", &ds.name], || {
+        split_counts(ds)
+    })
+    .await
+}
+
+/// A class of `GET .../splits/{split}/classes`.
+#[derive(Serialize)]
+struct ClassCount<'a> {
+    count: usize,
+    index: usize,
+    name: &'a str,
 }
 
 /// `GET /v1/datasets/{dataset}/splits/{split}/classes`
@@ -157,40 +293,83 @@ pub async fn list_classes(
             ds.name, ds.name
         )));
     }
-    let counts = sp.class_counts(ds.classes.len());
-    let list: Vec<Value> = ds
-        .classes
-        .iter()
-        .enumerate()
-        .map(|(i, c)| json!({"name": c, "index": i, "count": counts[i]}))
-        .collect();
-    Ok(response::json(&headers, &list))
+    let what = ["classes", &ds.name, &sp.name];
+    cached_document(&state, &headers, &snap, &what, || {
+        let counts = sp.class_counts(ds.classes.len());
+        ds.classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClassCount {
+                count: counts[i],
+                index: i,
+                name: c,
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
 }
 
-fn item_summary(ds: &Dataset, sp: &Split, it: &Item) -> Value {
+/// An item as listed: a classification image, or a segmentation volume with its mask.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemSummary<'a> {
+    Image {
+        class: Option<&'a str>,
+        id: &'a str,
+        image_url: ItemUrl<'a>,
+        key: &'a str,
+        label: Option<usize>,
+        size: u64,
+        url: ItemUrl<'a>,
+    },
+    Volume {
+        has_label: bool,
+        id: &'a str,
+        key: &'a str,
+        label_key: Option<&'a str>,
+        size: u64,
+        subject: Option<&'a str>,
+        url: ItemUrl<'a>,
+    },
+}
+
+fn item_summary<'a>(ds: &'a Dataset, sp: &'a Split, it: &'a Item) -> ItemSummary<'a> {
+    let url = item_url(ds, sp, it);
     match ds.kind {
-        Kind::Classification => {
-            let class = it.class.map(|c| ds.classes[c].clone());
-            json!({
-                "id": it.id,
-                "class": class,
-                "label": it.class,
-                "key": it.image.key,
-                "size": it.image.size,
-                "url": item_url(ds, sp, it),
-                "image_url": format!("{}/image", item_url(ds, sp, it)),
-            })
-        }
-        Kind::Segmentation => json!({
-            "id": it.id,
-            "subject": it.subject,
-            "has_label": it.label.is_some(),
-            "key": it.image.key,
-            "size": it.image.size,
-            "label_key": it.label.as_ref().map(|l| l.key.clone()),
-            "url": item_url(ds, sp, it),
-        }),
+        Kind::Classification => ItemSummary::Image {
+            class: it.class.map(|c| ds.classes[c].as_str()),
+            id: &it.id,
+            image_url: ItemUrl {
+                suffix: "/image",
+                ..url
+            },
+            key: &it.image.key,
+            label: it.class,
+            size: it.image.size,
+            url,
+        },
+        Kind::Segmentation => ItemSummary::Volume {
+            has_label: it.label.is_some(),
+            id: &it.id,
+            key: &it.image.key,
+            label_key: it.label.as_ref().map(|l| l.key.as_str()),
+            size: it.image.size,
+            subject: it.subject.as_deref(),
+            url,
+        },
     }
+}
+
+/// `GET .../splits/{split}/items`: one page of a split's items.
+#[derive(Serialize)]
+struct ItemPage<'a> {
+    class: Option<&'a str>,
+    dataset: &'a str,
+    items: Vec<ItemSummary<'a>>,
+    limit: usize,
+    offset: usize,
+    split: &'a str,
+    total: usize,
 }
 
 /// `GET /v1/datasets/{dataset}/splits/{split}/items?class=&offset=&limit=`
@@ -208,27 +387,40 @@ pub async fn list_items(
     let ds = dataset(&snap, &name)?;
     let sp = split(ds, &split_name)?;
     let class = class_filter(ds, p.get("class"))?;
-    let matching: Vec<&Item> = sp
-        .items
-        .iter()
-        .filter(|it| class.is_none() || it.class == class)
-        .collect();
-    let page: Vec<Value> = matching
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .map(|it| item_summary(ds, sp, it))
-        .collect();
-    let body = json!({
-        "dataset": ds.name,
-        "split": sp.name,
-        "class": p.get("class"),
-        "total": matching.len(),
-        "offset": offset,
-        "limit": limit,
-        "items": page,
-    });
-    Ok(response::json(&headers, &body))
+    let (offset_text, limit_text) = (offset.to_string(), limit.to_string());
+    let what = [
+        "items",
+        &ds.name,
+        &sp.name,
+        p.get("class").unwrap_or("-"),
+        &offset_text,
+        &limit_text,
+    ];
+    cached_document(&state, &headers, &snap, &what, || {
+        let matching = || {
+            sp.items
+                .iter()
+                .filter(move |it| class.is_none() || it.class == class)
+        };
+        ItemPage {
+            class: p.get("class"),
+            dataset: &ds.name,
+            items: matching()
+                .skip(offset)
+                .take(limit)
+                .map(|it| item_summary(ds, sp, it))
+                .collect(),
+            limit,
+            offset,
+            split: &sp.name,
+            total: if class.is_none() {
+                sp.items.len()
+            } else {
+                matching().count()
+            },
+        }
+    })
+    .await
 }
 
 /// `GET /v1/datasets/{dataset}/splits/{split}/items/{item}`
@@ -237,7 +429,8 @@ pub async fn get_item(
     req: ItemRequest<NoQuery>,
 ) -> Result<Response, AppError> {
     let (ds, sp, it) = (req.item.dataset(), req.item.split(), req.item.item());
-    let mut body = item_summary(ds, sp, it);
+    let mut body = serde_json::to_value(item_summary(ds, sp, it))
+        .map_err(|e| AppError::Internal(format!("serialising JSON: {e}")))?;
     let mut objects = vec![json!({
         "role": "image",
         "key": it.image.key,

@@ -14,7 +14,7 @@ use crate::error::AppError;
 use crate::imaging::encode::Format;
 use crate::imaging::{ChannelMode, DecodeOptions, PaletteMode, ResizeMode};
 use crate::pipeline::augment::Augment;
-use crate::pipeline::image::image_etag;
+use crate::pipeline::image::PreparedImage;
 use crate::pipeline::{Chain2d, Scale};
 use crate::state::AppState;
 
@@ -150,9 +150,10 @@ pub async fn get_image(
     let it = req.item.item();
     let drawn = (!augment.is_empty()).then(|| req.item.draw(&augment));
     let chain = drawn.map_or(chain, |d| chain.with_drawn(&d));
-    let etag = image_etag(it, chain, format);
+    let prepared = PreparedImage::new(it, chain, format);
+    let etag = prepared.etag().to_string();
     let resp = response::conditional(&req.headers, &etag, &it.id, async {
-        state.pipeline.image(it, chain, format).await
+        state.pipeline.image(it, prepared).await
     })
     .await?;
     Ok(response::with_augment(resp, drawn.map(|d| d.header(2))))

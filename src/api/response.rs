@@ -1,7 +1,9 @@
 //! Building responses: content negotiation, strong ETags with `If-None-Match` -> 304,
 //! `Cache-Control`, and data responses from encoded bodies.
 
-use axum::body::Body;
+use std::borrow::Borrow;
+
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -115,13 +117,26 @@ pub(super) fn body_etag(body: &[u8]) -> String {
 
 /// A JSON body with an ETag over its bytes; 304 when the client has it already.
 pub fn json(headers: &HeaderMap, value: &impl Serialize) -> Response {
-    let body = match serde_json::to_vec_pretty(value) {
-        Ok(b) => b,
-        Err(e) => return AppError::Internal(format!("serialising JSON: {e}")).into_response(),
-    };
-    let etag = body_etag(&body);
-    if not_modified(headers, &etag) {
-        return not_modified_response(&etag, CACHE_LISTING);
+    match json_bytes(value) {
+        Ok(body) => {
+            let etag = body_etag(&body);
+            json_body(headers, body, &etag)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The JSON text of [`json`]'s documents (pretty-printed, as every listing has been).
+pub fn json_bytes(value: &impl Serialize) -> Result<Bytes, AppError> {
+    serde_json::to_vec_pretty(value)
+        .map(Bytes::from)
+        .map_err(|e| AppError::Internal(format!("serialising JSON: {e}")))
+}
+
+/// [`json`] for a body already serialised, with its ETag (a cached document's).
+pub fn json_body(headers: &HeaderMap, body: Bytes, etag: &str) -> Response {
+    if not_modified(headers, etag) {
+        return not_modified_response(etag, CACHE_LISTING);
     }
     let resp = (
         [(
@@ -131,34 +146,37 @@ pub fn json(headers: &HeaderMap, value: &impl Serialize) -> Response {
         body,
     )
         .into_response();
-    with_validators(resp, &etag, CACHE_LISTING)
+    with_validators(resp, etag, CACHE_LISTING)
 }
 
 fn shape_header(shape: &[usize]) -> HeaderValue {
-    let s = shape
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
+    use std::fmt::Write;
+    let mut s = String::with_capacity(6 * shape.len());
+    for (i, d) in shape.iter().enumerate() {
+        let _ = write!(s, "{}{d}", if i == 0 { "" } else { "," });
+    }
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// 304 when the client already holds `etag`; otherwise the data response `make` builds,
 /// saved by the client as `file_stem` plus the format's extension.
-pub async fn conditional<F>(
+/// `make` may hand back the body it computed or a shared cached one (`Arc<Encoded>`): either
+/// way the response shares its bytes.
+pub async fn conditional<F, E>(
     headers: &HeaderMap,
     etag: &str,
     file_stem: &str,
     make: F,
 ) -> Result<Response, AppError>
 where
-    F: Future<Output = Result<Encoded, PipelineError>>,
+    F: Future<Output = Result<E, PipelineError>>,
+    E: Borrow<Encoded>,
 {
     if not_modified(headers, etag) {
         return Ok(data_not_modified(etag));
     }
     let e = make.await?;
-    Ok(data_response(&e, file_stem, etag))
+    Ok(data_response(e.borrow(), file_stem, etag))
 }
 
 /// [`conditional`] for files viewers fetch by byte range (NIfTI): the encoded body answers
@@ -210,8 +228,8 @@ pub fn data_response(e: &Encoded, file_stem: &str, etag: &str) -> Response {
     if !e.dtype.is_empty() {
         h.insert(X_DTYPE, HeaderValue::from_static(e.dtype));
     }
-    let file_name = format!("{file_stem}.{}", e.format.name());
-    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{file_name}\"")) {
+    let disposition = format!("inline; filename=\"{file_stem}.{}\"", e.format.name());
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::VARY, HeaderValue::from_static("accept"));

@@ -13,11 +13,11 @@
 pub mod disk;
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use ndarray::ArrayD;
 
-use crate::catalog::ids::fnv1a;
+use crate::catalog::Snapshot;
 use crate::imaging::ImageInfo;
 use crate::imaging::encode::Encoded;
 use crate::imaging::gzindex::GzIndex;
@@ -73,6 +73,8 @@ pub enum Stage {
     Slice,
     /// A gzip object's seek index.
     GzIndex,
+    /// A document computed from the catalog's snapshot alone (a listing page).
+    Document,
     /// A whole response body (ETag only; not cached).
     Response,
 }
@@ -88,6 +90,7 @@ impl Stage {
             Stage::Indices => "fg-bg-indices",
             Stage::Slice => "slice",
             Stage::GzIndex => "gzip-index",
+            Stage::Document => "document",
             Stage::Response => "response",
         }
     }
@@ -123,10 +126,35 @@ impl CacheKey {
     /// A strong HTTP ETag for this result sent as `format`, plus our version so a new release
     /// never reuses an old tag.
     pub fn etag(&self, format: &str) -> String {
-        let mut text = self.stable_text();
-        text.push('\u{1f}');
-        text.push_str(format);
-        format!("\"{:016x}\"", fnv1a(text.as_bytes()))
+        // FNV-1a of `stable_text() + U+001F + format`, fed part by part: every warm request
+        // computes its ETag, and building the text first was an allocation and a copy each.
+        let mut h = Fnv(FNV_OFFSET);
+        h.write(env!("CARGO_PKG_VERSION").as_bytes());
+        let mut part = |p: &str| {
+            h.write(b"\x1f");
+            h.write(p.as_bytes());
+        };
+        part(self.stage.name());
+        for (k, v) in &self.objects {
+            part(k);
+            part(v);
+        }
+        part(&self.transform);
+        part(format);
+        format!("\"{:016x}\"", h.0)
+    }
+
+    /// The key of this result encoded as `format`: a cached response body. Its response's
+    /// ETag stays this key's [`etag`](Self::etag)`(format)`.
+    pub fn encoded(&self, format: &str) -> Key<Encoded> {
+        let mut key = self.clone();
+        key.transform.push_str("|encode(");
+        key.transform.push_str(format);
+        key.transform.push(')');
+        Key {
+            key,
+            _entry: PhantomData,
+        }
     }
 
     /// The key as one text: medserve's version, the stage, each object's key and version, the
@@ -149,6 +177,20 @@ impl CacheKey {
     /// The label of this key in logs.
     pub fn transform(&self) -> &str {
         &self.transform
+    }
+}
+
+/// [`fnv1a`](crate::catalog::ids::fnv1a), fed in parts.
+struct Fnv(u64);
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
     }
 }
 
@@ -178,6 +220,54 @@ impl<T: Cached> Key<T> {
     }
 }
 
+impl Key<Document> {
+    /// The key of `document` computed from `snapshot` alone.
+    ///
+    /// A snapshot has no version of its own (a re-listing builds a new one, equal or not), so
+    /// the key names it by its address. That is sound because every [`Document`] holds its
+    /// snapshot weakly: while an entry under this key lives, the snapshot's allocation cannot
+    /// be freed, so no other snapshot can be at that address. An entry may outlive its snapshot
+    /// (until the LRU drops it) but no later snapshot can ever look it up.
+    pub fn of_snapshot(snapshot: &Arc<Snapshot>, document: &impl Canonical) -> Self {
+        struct Of<'a, C>(usize, &'a C);
+        impl<C: Canonical> Canonical for Of<'_, C> {
+            fn write_canonical(&self, out: &mut String) {
+                use std::fmt::Write;
+                let _ = write!(out, "snapshot@{:x}|", self.0);
+                self.1.write_canonical(out);
+            }
+        }
+        let at = Arc::as_ptr(snapshot) as usize;
+        Key::new(Stage::Document, [], &Of(at, document))
+    }
+}
+
+/// A body computed from one catalog snapshot alone (a JSON listing page) and its ETag.
+#[derive(Debug)]
+pub struct Document {
+    pub body: bytes::Bytes,
+    pub etag: String,
+    /// Held weakly: keeps the snapshot's address from being reused while this entry lives
+    /// (see [`Key::of_snapshot`]) without keeping a replaced catalog in memory.
+    snapshot: Weak<Snapshot>,
+}
+
+impl Document {
+    /// `body` (with its ETag) as computed from `snapshot`.
+    pub fn new(snapshot: &Arc<Snapshot>, body: bytes::Bytes, etag: String) -> Self {
+        Document {
+            body,
+            etag,
+            snapshot: Arc::downgrade(snapshot),
+        }
+    }
+
+    /// Whether this document was computed from `snapshot`.
+    pub fn is_of(&self, snapshot: &Arc<Snapshot>) -> bool {
+        std::ptr::eq(self.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+    }
+}
+
 /// A cached float array and, for decoded images, what the file's header said.
 #[derive(Debug)]
 pub struct Tensor {
@@ -198,6 +288,7 @@ pub enum Entry {
     Encoded(Arc<Encoded>),
     Indices(Arc<Indices>),
     GzIndex(Arc<GzIndex>),
+    Document(Arc<Document>),
 }
 
 impl Entry {
@@ -210,6 +301,7 @@ impl Entry {
             Entry::Encoded(e) => e.body.len(),
             Entry::Indices(i) => i.byte_len(),
             Entry::GzIndex(i) => i.byte_len(),
+            Entry::Document(d) => d.body.len() + d.etag.len(),
         }
     }
 }
@@ -249,7 +341,8 @@ cached!(
     Volume = 2,
     Encoded = 3,
     Indices = 4,
-    GzIndex = 5
+    GzIndex = 5,
+    Document = 6
 );
 
 /// moka weighs in u32, so entries are weighed in KiB (bytes would overflow at 4 GiB).
@@ -315,6 +408,28 @@ impl ArrayCache {
         self.inner.insert((T::KIND, key.key), T::wrap(value)).await;
     }
 
+    /// [`get_or_compute`](Self::get_or_compute) for hot paths: `make` builds the computation
+    /// only on a miss, and it runs boxed. A future holds everything it may await inline, so
+    /// a computation that awaits other cached stages (a body over an array over a decoded
+    /// image) made every caller's future, hits included, about 100 KB, moved by `memcpy`
+    /// on each request; this one stays small whatever `make` awaits.
+    pub async fn get_or_compute_with<T, E, F, M>(&self, key: Key<T>, make: M) -> Result<Arc<T>, E>
+    where
+        T: Cached,
+        E: Clone + From<KindMismatch> + Send + Sync + 'static,
+        F: std::future::Future<Output = Result<T, E>>,
+        M: FnOnce() -> F,
+    {
+        let entry = self
+            .inner
+            .try_get_with((T::KIND, key.key), async move {
+                Box::pin(make()).await.map(|v| T::wrap(Arc::new(v)))
+            })
+            .await
+            .map_err(|e: Arc<E>| (*e).clone())?;
+        T::unwrap(entry).ok_or_else(|| E::from(KindMismatch))
+    }
+
     /// Drops every entry (what a restart would do to memory; the disk tier keeps its own).
     pub async fn clear(&self) {
         self.inner.invalidate_all();
@@ -337,6 +452,7 @@ impl ArrayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::ids::fnv1a;
 
     struct T(&'static str);
     impl Canonical for T {
@@ -391,5 +507,49 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(m.0.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_hit_never_builds_the_computation() {
+        let cache = ArrayCache::new(1 << 20);
+        let a = obj("a", "1");
+        let key = || Key::<Mask>::new(Stage::Mask, [&a], &T("x"));
+        let first = cache
+            .get_or_compute_with::<_, KindMismatch, _, _>(key(), || async {
+                Ok(Mask(ArrayD::zeros(vec![3])))
+            })
+            .await
+            .unwrap();
+        let again = cache
+            .get_or_compute_with::<_, KindMismatch, _, _>(key(), || -> std::future::Ready<_> {
+                panic!("computed again")
+            })
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+    }
+
+    #[test]
+    fn documents_are_named_by_their_snapshot() {
+        let (a, b) = (Arc::new(Snapshot::default()), Arc::new(Snapshot::default()));
+        let key = |s: &Arc<Snapshot>| Key::of_snapshot(s, &T("items|x")).key;
+        assert_eq!(key(&a), key(&a));
+        assert_ne!(key(&a), key(&b));
+        let doc = Document::new(&a, bytes::Bytes::from_static(b"{}"), "\"e\"".into());
+        assert!(doc.is_of(&a) && !doc.is_of(&b));
+    }
+
+    #[test]
+    fn etags_hash_the_stable_text_and_the_format() {
+        let (a, b) = (obj("a.png", "1"), obj("m.nii.gz", "7"));
+        let key = CacheKey::new(Stage::Image, [&a, &b], &T("resize(64,64)"));
+        let text = format!("{}\u{1f}npy", key.stable_text());
+        assert_eq!(
+            key.etag("npy"),
+            format!("\"{:016x}\"", fnv1a(text.as_bytes()))
+        );
+        // A body's key names another entry; its response keeps the array key's ETag.
+        assert_ne!(key.encoded("png").key, key.encoded("npy").key);
+        assert_ne!(key.encoded("png").key, key);
     }
 }

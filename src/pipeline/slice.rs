@@ -12,6 +12,7 @@ use crate::catalog::Item;
 use crate::imaging::encode::{self, Encoded, Format, Payload};
 use crate::imaging::stats::DecodedVolume;
 use crate::imaging::volume::{self, DisplayPlan, Plane, SliceAt};
+use crate::metrics::Metrics;
 
 /// Which slice, as asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,11 +206,14 @@ impl Pipeline {
             key,
         } = p;
         self.cache
-            .get_or_compute(key, async {
+            .get_or_compute_with(key, || async {
+                let started = std::time::Instant::now();
                 let rendered = self
                     .pool
                     .run(move || render(&image, label.as_deref(), resolved))
                     .await?;
+                Metrics::time(&self.metrics.encode_us, started);
+                Metrics::inc(&self.metrics.encodes);
                 rendered.map_err(|e| match e {
                     RenderError::Label(message) => PipelineError::Undecodable {
                         key: label_key,
