@@ -334,19 +334,7 @@ async fn a_kill_mid_write_leaves_no_torn_disk_entry() {
     let dims = [256usize, 256, 96];
     let (ct, _) = medserve::sample::ct_volume(7, (dims[0], dims[1], dims[2]));
     let voxels: Vec<f32> = ct.t().iter().map(|&v| f32::from(v)).collect();
-    let eye = [
-        [1.0, 0.0, 0.0, 0.0],
-        [0.0, 1.0, 0.0, 0.0],
-        [0.0, 0.0, 1.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
-    let nii = medserve::imaging::nifti::encode_nifti1(
-        &dims,
-        &eye,
-        medserve::imaging::nifti::OutType::F32,
-        bytemuck::cast_slice(&voxels),
-        1,
-    );
+    let nii = common::nifti_f32(dims, &voxels);
     let subject = data.path().join("big/train/s1");
     std::fs::create_dir_all(&subject).unwrap();
     std::fs::write(subject.join("img.nii"), &nii).unwrap();

@@ -34,19 +34,7 @@ fn write_volume(dir: &Path) {
             ((i / 256) % 512) as f32 + (x % 64) as f32
         })
         .collect();
-    let eye = [
-        [1.0, 0.0, 0.0, 0.0],
-        [0.0, 1.0, 0.0, 0.0],
-        [0.0, 0.0, 1.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
-    let nii = medserve::imaging::nifti::encode_nifti1(
-        &dims,
-        &eye,
-        medserve::imaging::nifti::OutType::F32,
-        bytemuck::cast_slice(&voxels),
-        1,
-    );
+    let nii = common::nifti_f32(dims, &voxels);
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(&nii).unwrap();
     let gz = e.finish().unwrap();

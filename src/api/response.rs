@@ -172,35 +172,50 @@ where
     F: Future<Output = Result<E, PipelineError>>,
     E: Borrow<Encoded>,
 {
-    if not_modified(headers, etag) {
-        return Ok(data_not_modified(etag));
-    }
-    let e = make.await?;
-    Ok(data_response(e.borrow(), file_stem, etag))
+    conditional_as(headers, etag, file_stem, make, false).await
 }
 
 /// [`conditional`] for files viewers fetch by byte range (NIfTI): the encoded body answers
 /// `Range` (206, 416, `If-Range`; see `ranges.rs`) and says `Accept-Ranges: bytes`. The body is
 /// computed (or taken from the cache) whole either way.
-pub async fn conditional_ranged<F>(
+pub async fn conditional_ranged<F, E>(
     headers: &HeaderMap,
     etag: &str,
     file_stem: &str,
     make: F,
 ) -> Result<Response, AppError>
 where
-    F: Future<Output = Result<Encoded, PipelineError>>,
+    F: Future<Output = Result<E, PipelineError>>,
+    E: Borrow<Encoded>,
+{
+    conditional_as(headers, etag, file_stem, make, true).await
+}
+
+async fn conditional_as<F, E>(
+    headers: &HeaderMap,
+    etag: &str,
+    file_stem: &str,
+    make: F,
+    ranged: bool,
+) -> Result<Response, AppError>
+where
+    F: Future<Output = Result<E, PipelineError>>,
+    E: Borrow<Encoded>,
 {
     if not_modified(headers, etag) {
         return Ok(data_not_modified(etag));
     }
     let e = make.await?;
+    if !ranged {
+        return Ok(data_response(e.borrow(), file_stem, etag));
+    }
+    let e: &Encoded = e.borrow();
     let size = e.body.len() as u64;
     let mut resp = match ranges::plan(headers, etag, size) {
         RangePlan::Unsatisfiable => return Err(AppError::RangeNotSatisfiable(size)),
-        RangePlan::Whole => data_response(&e, file_stem, etag),
+        RangePlan::Whole => data_response(e, file_stem, etag),
         RangePlan::Partial(r) => {
-            let mut resp = data_response(&e, file_stem, etag);
+            let mut resp = data_response(e, file_stem, etag);
             *resp.body_mut() = Body::from(e.body.slice(r.start as usize..r.end as usize));
             *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
             resp.headers_mut()

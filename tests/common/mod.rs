@@ -160,6 +160,23 @@ pub fn put(dir: &Path, rel: &str, bytes: &[u8]) {
     std::fs::write(p, bytes).unwrap();
 }
 
+/// A float32 NIfTI-1 of `voxels` (file order, x fastest) on an identity affine.
+pub fn nifti_f32(dims: [usize; 3], voxels: &[f32]) -> Vec<u8> {
+    let eye = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    medserve::imaging::nifti::encode_nifti1(
+        &dims,
+        &eye,
+        medserve::imaging::nifti::OutType::F32,
+        bytemuck::cast_slice(voxels),
+        1,
+    )
+}
+
 /// A valid 8x8 grayscale PNG.
 pub fn tiny_png() -> Vec<u8> {
     medserve::sample::gray_png(8, 8, &[7u8; 64]).unwrap()
