@@ -14,6 +14,7 @@
 #                CT window (cache hits after the first)
 #   slices_512   all 200 axial slices of that CT in turn, as overlays (each rendered once)
 #   volume_npy   a small volume through the seed's 3D chain as .npy (cache hits)
+#   healthz_end  GET /healthz again, last: how far the machine's load drifted during the run
 # Before any of these, one cold request for the full-size CT at 128x128x64 (decode + resize +
 # scale + npy) is timed on its own and the server's peak RSS read right after it;
 # then one sequential pass of cold requests (108 images at size=48,48, never asked for before)
@@ -163,6 +164,9 @@ run rotate_32 "${BASE}/" "${WORK}/rotate.txt"
 run slice_512 "${CT512}/slice?preset=ct-abdomen"
 run slices_512 "${BASE}/" "${WORK}/slices.txt"
 run volume_npy "${BASE}/v1/datasets/Task09_Spleen/splits/train/items/spleen_10/volume?size=32,32,16&a_min=-1000&a_max=1000"
+# The baseline again: on a shared machine, a first and last /healthz far apart say the rows
+# between were measured under different load (ratios stay against the first).
+run healthz_end "${BASE}/healthz"
 
 # Sequential passes: one curl process, one keep-alive connection, each path once.
 seq_pass() {

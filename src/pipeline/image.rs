@@ -3,6 +3,7 @@
 //! `augment.rs`), then the response's encoding. Decoded images and transformed arrays are
 //! cached separately, so every chain over one image decodes it once.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use ndarray::{ArrayD, Ix3, IxDyn};
@@ -50,25 +51,28 @@ impl Canonical for DecodeOptions {
 }
 
 impl Canonical for Chain2d {
+    // Written in place (`write!`): every warm request writes it, and a `format!` per step was
+    // an allocation each.
     fn write_canonical(&self, out: &mut String) {
         let scale = match self.scale {
             Scale::MinMax => "minmax",
             Scale::None => "none",
         };
         self.decode.write_canonical(out);
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "|resize({},{},{})|scale({scale})",
             self.size.0,
             self.size.1,
             self.mode.name(2)
-        ));
+        );
         // Absent steps write nothing, so requests without them keep their keys and ETags.
         if !self.flip.is_empty() {
-            out.push_str(&format!("|flip({})", self.flip.canonical()));
+            let _ = write!(out, "|flip({})", self.flip.canonical());
         }
         if let Some(angle) = self.rotate {
             // LowerExp is the shortest text that reads back as the same f64.
-            out.push_str(&format!("|rotate({angle:e})"));
+            let _ = write!(out, "|rotate({angle:e})");
         }
     }
 }

@@ -2,6 +2,7 @@
 //! mask slice, or both as an overlay, cut along a voxel axis or an anatomical plane (turned to
 //! the radiological display). Rendered slices are cached encoded.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use ndarray::{Array2, ArrayD};
@@ -65,35 +66,42 @@ struct Resolved {
 
 impl Canonical for Resolved {
     /// Equal for every way of asking for the same bytes (defaults spelled out or not; a
-    /// window where nothing is windowed).
+    /// window where nothing is windowed). Written in place (`write!`): every warm request
+    /// writes it, and a `format!` per part was an allocation each.
     fn write_canonical(&self, out: &mut String) {
         let SliceAt {
             axis,
             index,
             channel,
         } = self.at;
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "slice(axis={axis},index={index},channel={channel},plan="
-        ));
+        );
         match self.plan {
             None => out.push_str("voxel"),
-            Some(p) => out.push_str(&format!(
-                "{}{}{}",
-                u8::from(p.transpose),
-                u8::from(p.flip_rows),
-                u8::from(p.flip_cols)
-            )),
+            Some(p) => {
+                let _ = write!(
+                    out,
+                    "{}{}{}",
+                    u8::from(p.transpose),
+                    u8::from(p.flip_rows),
+                    u8::from(p.flip_cols)
+                );
+            }
         }
         let part = match self.part {
             SlicePart::Image => "image",
             SlicePart::Label => "label",
             SlicePart::Overlay => "overlay",
         };
-        out.push_str(&format!(",part={part},window="));
+        let _ = write!(out, ",part={part},window=");
         let windowed = self.format == Format::Png && self.part != SlicePart::Label;
         match (windowed, self.window) {
             (false, _) => out.push('-'),
-            (true, Window::Range(lo, hi)) => out.push_str(&format!("range({lo},{hi})")),
+            (true, Window::Range(lo, hi)) => {
+                let _ = write!(out, "range({lo},{hi})");
+            }
             (true, Window::Auto) => out.push_str("auto"),
             (true, Window::Mri) => out.push_str("mri"),
         }
@@ -103,7 +111,7 @@ impl Canonical for Resolved {
         } else {
             out.push('-');
         }
-        out.push_str(&format!(",format={})", self.format.name()));
+        let _ = write!(out, ",format={})", self.format.name());
     }
 }
 
