@@ -42,8 +42,7 @@ run_pass() {
   if [[ " $* " == *" --seed "* ]]; then gen=(); fi
   local args=(run openapi.yaml --url "$MEDSERVE_URL" --checks all
     "${gen[@]}" --max-examples "$examples" --no-color "$@")
-  local st=("$venv/bin/st")
-  if [ -n "$config" ]; then st+=(--config-file "$config"); fi
+  local st=("$venv/bin/st" --config-file "${config:-tools/schemathesis/base.toml}")
   if ! "${st[@]}" "${args[@]}" >"$out" 2>&1; then
     cat "$out"
     echo "--- server log (last 40 lines)"
