@@ -25,12 +25,15 @@ pub struct Metrics {
     pub disk_dropped: AtomicU64,
     pub gzip_indexes: AtomicU64,
     pub parallel_decodes: AtomicU64,
+    pub range_gets: AtomicU64,
+    pub range_get_bytes: AtomicU64,
+    pub slab_reads: AtomicU64,
 }
 
 type Counter = fn(&Metrics) -> &AtomicU64;
 
 /// `(name, help, counter)` of every plain counter.
-pub const COUNTERS: [(&str, &str, Counter); 15] = [
+pub const COUNTERS: [(&str, &str, Counter); 18] = [
     (
         "medserve_storage_get_total",
         "Whole-object GETs sent to the store.",
@@ -105,6 +108,21 @@ pub const COUNTERS: [(&str, &str, Counter); 15] = [
         "medserve_parallel_decodes_total",
         "Decodes that inflated a .nii.gz from its seek index on several threads.",
         |m| &m.parallel_decodes,
+    ),
+    (
+        "medserve_storage_range_get_total",
+        "Ranged GETs sent to the store (the /file route's chunks, slab reads, headers).",
+        |m| &m.range_gets,
+    ),
+    (
+        "medserve_storage_range_get_bytes_total",
+        "Bytes returned by ranged GETs.",
+        |m| &m.range_get_bytes,
+    ),
+    (
+        "medserve_slab_reads_total",
+        "Slices read from a byte range of the stored object (an uncompressed .nii, or a .nii.gz from its seek index) instead of a decoded volume.",
+        |m| &m.slab_reads,
     ),
 ];
 

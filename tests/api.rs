@@ -4,7 +4,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{app, assert_problem, call, get, get_with, parse_npy, send};
+use common::{app, assert_problem, call, get, get_with, metric, parse_npy, send};
 
 const ITEM: &str = "/v1/datasets/medmnist/splits/train/items/HeadCT~005001";
 
@@ -293,16 +293,6 @@ async fn etags_give_304_and_differ_by_transform_and_format() {
     assert_eq!(list.header("cache-control"), "no-cache");
     let r = get_with(&app, "/v1/datasets", &[("if-none-match", &tag)]).await;
     assert_eq!(r.status, 304);
-}
-
-/// One counter from `/metrics`.
-async fn metric(app: &axum::Router, name: &str) -> u64 {
-    let text = String::from_utf8(get(app, "/metrics").await.body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-        .parse()
-        .unwrap()
 }
 
 /// Bodies are cached next to their arrays: a warm request encodes and transforms nothing and

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use common::{get, sample_dir};
+use common::{get, metric, sample_dir};
 use medserve::cache::disk::DiskCache;
 use medserve::catalog::CatalogFile;
 use medserve::config::Limits;
@@ -44,16 +44,6 @@ fn app_state(disk: Option<&Path>) -> (Router, AppState) {
             .with_disk_cache(Arc::new(DiskCache::open(dir, 1 << 30).expect("disk cache")));
     }
     (build_router(s.clone(), &HttpOptions::default()), s)
-}
-
-async fn metric(app: &Router, name: &str) -> u64 {
-    let r = get(app, "/metrics").await;
-    let text = String::from_utf8(r.body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-        .parse()
-        .unwrap()
 }
 
 /// Waits (bounded) until the background writes have reached `n`.

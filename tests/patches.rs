@@ -5,7 +5,7 @@
 mod common;
 
 use axum::Router;
-use common::{app, assert_problem, get, get_with};
+use common::{app, assert_problem, get, get_with, metric};
 use medserve::imaging::patch;
 use ndarray::{ArrayD, Axis, Ix2, IxDyn, Slice};
 use ndarray_npy::{NpzReader, ReadNpyExt};
@@ -79,14 +79,6 @@ fn window<T: Clone>(a: &ArrayD<T>, c: [usize; 3], patch: [usize; 3]) -> ArrayD<T
         v.slice_axis_inplace(Axis(k + 1), Slice::from(r));
     }
     v.to_owned()
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -203,13 +195,8 @@ async fn draws_are_reproducible_and_follow_seed_epoch_and_ratio() {
 #[tokio::test]
 async fn index_lists_are_computed_once_per_label_and_chain() {
     let (app, _) = app();
-    let count = |app: Router| async move {
-        let body = get(&app, "/metrics").await.body;
-        metric(
-            &String::from_utf8_lossy(&body),
-            "medserve_fg_indices_computed_total",
-        )
-    };
+    let count =
+        |app: Router| async move { metric(&app, "medserve_fg_indices_computed_total").await };
     assert_eq!(count(app.clone()).await, 0);
     patches(&app, "patch=16,16,8&num=4&seed=1").await;
     assert_eq!(count(app.clone()).await, 1);

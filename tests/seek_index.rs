@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use common::get;
+use common::{get, metric};
 use medserve::cache::disk::DiskCache;
 use medserve::catalog::CatalogFile;
 use medserve::config::Limits;
@@ -35,7 +35,9 @@ fn write_volume(dir: &Path) {
         })
         .collect();
     let nii = common::nifti_f32(dims, &voxels);
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Level 6: at level 1 zlib-rs (the "quick" strategy) writes one deflate block, where an
+    // index can have no checkpoint.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
     e.write_all(&nii).unwrap();
     let gz = e.finish().unwrap();
     assert!(
@@ -64,15 +66,6 @@ fn app(data: &Path, disk: Option<&Path>) -> (Router, AppState) {
             .with_disk_cache(Arc::new(DiskCache::open(d, 1 << 30).unwrap()));
     }
     (build_router(s.clone(), &HttpOptions::default()), s)
-}
-
-async fn metric(app: &Router, name: &str) -> u64 {
-    let text = String::from_utf8(get(app, "/metrics").await.body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-        .parse()
-        .unwrap()
 }
 
 async fn body(app: &Router, uri: &str) -> Vec<u8> {

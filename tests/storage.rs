@@ -491,15 +491,6 @@ async fn faulty_s3(
     (server, store)
 }
 
-fn metric(body: &[u8], name: &str) -> u64 {
-    let text = std::str::from_utf8(body).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_store_stalled_mid_body_does_not_hold_the_cpu_worker() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -531,10 +522,7 @@ async fn a_store_stalled_mid_body_does_not_hold_the_cpu_worker() {
     // The decoder has the first 4 KiB and waits for the rest, without its worker.
     let mut waits = 0;
     for _ in 0..400 {
-        waits = metric(
-            &common::get(&app, "/metrics").await.body,
-            "medserve_store_wait_total",
-        );
+        waits = common::metric(&app, "medserve_store_wait_total").await;
         if waits > 0 {
             break;
         }

@@ -1,7 +1,8 @@
 //! NIfTI-1/NIfTI-2 reading (`.nii` and `.nii.gz`): `read_header`, `decode` and the streaming
 //! `decode_reader` must return an error for bad input, never panic or allocate past the limits,
 //! and agree with each other, as must the seek index's ways (recording it, then inflating from
-//! its checkpoints on two threads) and its file reader on any bytes. A volume that decodes also
+//! its checkpoints on two threads, planes read from checkpoints or byte ranges) and its file
+//! reader on any bytes. A volume that decodes also
 //! goes through the cheap transforms the volume and slice routes run on it.
 #![no_main]
 
@@ -33,6 +34,34 @@ fn same(a: &Volume, b: &Volume) -> bool {
     format!("{:?}", a.header) == format!("{:?}", b.header)
         && std::mem::discriminant(&a.voxels) == std::mem::discriminant(&b.voxels)
         && voxel_bytes(&a.voxels) == voxel_bytes(&b.voxels)
+}
+
+/// A few axial planes `(z, channel, bytes in the decompressed file)` of a volume.
+fn planes(h: &nifti::Header) -> Vec<(usize, usize, std::ops::Range<u64>)> {
+    let nz = h.spatial[2];
+    if h.voxels() == 0 {
+        return Vec::new();
+    }
+    [(0, 0), (nz / 2, h.channels - 1), (nz - 1, 0)]
+        .into_iter()
+        .map(|(z, c)| (z, c, nifti::plane_range(h, z, c)))
+        .collect()
+}
+
+/// Asserts that `bytes`, read as plane `z` of `channel`, show what the decoded volume does.
+fn same_plane(vol: &Volume, z: usize, channel: usize, bytes: &[u8]) {
+    let plane = nifti::plane_volume(&vol.header, bytes).expect("a plane of a decoded volume");
+    let bits = |a: ndarray::Array2<f32>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let at = SliceAt {
+        axis: 2,
+        index: z,
+        channel,
+    };
+    assert_eq!(
+        bits(volume::image_slice(&plane, SliceAt::FIRST)),
+        bits(volume::image_slice(vol, at)),
+        "plane {z} of channel {channel} read by range differs"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -87,6 +116,15 @@ fuzz_target!(|data: &[u8]| {
                     )
                     .expect("the parallel decode fails where the others succeed");
                     assert!(same(&p, &vol), "the parallel decode disagrees");
+                    // Planes read from the checkpoints (the slice route's slab reads).
+                    for (z, c, r) in planes(&vol.header) {
+                        let at = index.point_before(r.start);
+                        let from = gzindex::GzIndex::input_start(at) as usize;
+                        let mut out = vec![0u8; (r.end - r.start) as usize];
+                        gzindex::GzIndex::read_from(at, &data[from..], r.start, &mut out)
+                            .expect("a plane of a stream that inflates reads from its index");
+                        same_plane(&vol, z, c, &out);
+                    }
                 }
             }
             Err(e) => panic!("the indexing decode fails where the others succeed: {e}"),
@@ -94,6 +132,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let header = header.expect("read_header fails on a file decode reads");
     assert_eq!(format!("{header:?}"), format!("{:?}", vol.header));
+
+    // Planes read from their byte ranges (the slice route's slab reads) equal the decoded ones.
+    if !nifti::is_gzip(data) {
+        for (z, c, r) in planes(&vol.header) {
+            same_plane(&vol, z, c, &data[r.start as usize..r.end as usize]);
+        }
+    }
 
     let h = &vol.header;
     let n = h.voxels();

@@ -22,7 +22,7 @@ use crate::imaging::ImageInfo;
 use crate::imaging::encode::Encoded;
 use crate::imaging::gzindex::GzIndex;
 use crate::imaging::patch::FgBgIndices;
-use crate::imaging::stats::DecodedVolume;
+use crate::imaging::stats::{DecodedVolume, VolumeFacts};
 use crate::store::ObjectMeta;
 
 /// A value's stable text for keys and ETags: equal for equal meaning, written by hand so that
@@ -73,6 +73,8 @@ pub enum Stage {
     Slice,
     /// A gzip object's seek index.
     GzIndex,
+    /// A volume's header and display windows, without its voxels.
+    Facts,
     /// A document computed from the catalog's snapshot alone (a listing page).
     Document,
     /// A whole response body (ETag only; not cached).
@@ -90,6 +92,7 @@ impl Stage {
             Stage::Indices => "fg-bg-indices",
             Stage::Slice => "slice",
             Stage::GzIndex => "gzip-index",
+            Stage::Facts => "volume-facts",
             Stage::Document => "document",
             Stage::Response => "response",
         }
@@ -289,6 +292,7 @@ pub enum Entry {
     Indices(Arc<Indices>),
     GzIndex(Arc<GzIndex>),
     Document(Arc<Document>),
+    VolumeFacts(Arc<VolumeFacts>),
 }
 
 impl Entry {
@@ -302,6 +306,7 @@ impl Entry {
             Entry::Indices(i) => i.byte_len(),
             Entry::GzIndex(i) => i.byte_len(),
             Entry::Document(d) => d.body.len() + d.etag.len(),
+            Entry::VolumeFacts(f) => f.byte_len(),
         }
     }
 }
@@ -342,7 +347,8 @@ cached!(
     Encoded = 3,
     Indices = 4,
     GzIndex = 5,
-    Document = 6
+    Document = 6,
+    VolumeFacts = 7
 );
 
 /// moka weighs in u32, so entries are weighed in KiB (bytes would overflow at 4 GiB).

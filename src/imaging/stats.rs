@@ -4,11 +4,28 @@
 
 use std::sync::OnceLock;
 
-use super::nifti::Volume;
+use super::nifti::{Header, Volume};
 use super::volume;
 
 /// A value range `(low, high)`, when there is one (an all-NaN channel has none).
 pub type ValueRange = Option<(f64, f64)>;
+
+/// What is known of a volume without its voxels: its header and, once some request computed
+/// them from the whole volume, its display windows. Enough to read one plane from a byte
+/// range of the stored object and window it exactly as the decoded volume would be.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeFacts {
+    pub header: Header,
+    /// Per channel `(auto, mri)`, as [`DecodedVolume::windows`] gives them.
+    pub windows: Option<Vec<(ValueRange, ValueRange)>>,
+}
+
+impl VolumeFacts {
+    /// Bytes held (for the cache's weight).
+    pub fn byte_len(&self) -> usize {
+        std::mem::size_of::<Self>() + self.windows.as_ref().map_or(0, |w| w.len() * 40)
+    }
+}
 
 /// A decoded volume and its lazily computed statistics.
 #[derive(Debug)]
@@ -51,6 +68,14 @@ impl DecodedVolume {
                 .collect()
         });
         all.get(channel).copied().unwrap_or((None, None))
+    }
+
+    /// The header and the display windows if they were computed.
+    pub fn facts(&self) -> VolumeFacts {
+        VolumeFacts {
+            header: self.volume.header.clone(),
+            windows: self.windows.get().cloned(),
+        }
     }
 
     /// Voxels per label value (computed once).

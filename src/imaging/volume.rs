@@ -205,6 +205,15 @@ pub struct SliceAt {
     pub channel: usize,
 }
 
+impl SliceAt {
+    /// The only axial plane of a one-plane volume (a slab read).
+    pub const FIRST: SliceAt = SliceAt {
+        axis: 2,
+        index: 0,
+        channel: 0,
+    };
+}
+
 /// One image slice as float32 `(H, W)` in voxel order: the two remaining axes in file order,
 /// so `axis = 2` gives nibabel's `get_fdata()[:, :, index]`.
 pub fn image_slice(vol: &Volume, at: SliceAt) -> Array2<f32> {

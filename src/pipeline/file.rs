@@ -59,7 +59,8 @@ impl Pipeline {
             async move {
                 let stop = (at + CHUNK).min(end);
                 let b = store.get_range(&key, at..stop).await?;
-                Metrics::add(&metrics.storage_get_bytes, b.len() as u64);
+                Metrics::inc(&metrics.range_gets);
+                Metrics::add(&metrics.range_get_bytes, b.len() as u64);
                 if b.len() as u64 != stop - at {
                     return Err(StoreError::Unavailable(format!(
                         "object '{key}' changed while it was sent (bytes {at}..{stop} gave {})",

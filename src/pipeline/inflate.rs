@@ -31,7 +31,10 @@ fn index_key(obj: &ObjectMeta) -> Key<GzIndex> {
 
 impl Pipeline {
     /// The object's seek index, if one was recorded: from memory, else from the disk tier.
-    async fn known_index(&self, obj: &ObjectMeta) -> Result<Option<Arc<GzIndex>>, PipelineError> {
+    pub(super) async fn known_index(
+        &self,
+        obj: &ObjectMeta,
+    ) -> Result<Option<Arc<GzIndex>>, PipelineError> {
         let key = index_key(obj);
         if let Some(ix) = self.indexes.get(&key).await {
             return Ok(Some(ix));

@@ -14,6 +14,8 @@
 //!   and one item's value histogram.
 //! - `montage.rs`: a split's items drawn as one labelled PNG.
 //! - `file.rs`: the stored objects passed through unchanged, whole or by byte range.
+//! - `slab.rs`: axial planes read from a byte range of the stored object (an uncompressed
+//!   `.nii`, or a `.nii.gz` from its seek index) when the volume is not decoded.
 //! - `inflate.rs`: volumes read whole and inflated with libdeflate, or through a seek index
 //!   recorded on their first decode (then on all cores).
 //! - `cpu.rs`: the bounded pool of CPU workers.
@@ -40,6 +42,7 @@ pub mod image;
 mod inflate;
 pub mod montage;
 pub mod patch;
+mod slab;
 pub mod slice;
 pub mod stats;
 pub mod volume;

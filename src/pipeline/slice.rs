@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use ndarray::{Array2, ArrayD};
 
+use super::slab::PlaneSource;
+use super::volume::check_grid;
 use super::{Pipeline, PipelineError, missing_label};
 use crate::cache::{Canonical, Key, Stage};
 use crate::catalog::Item;
 use crate::imaging::encode::{self, Encoded, Format, Payload};
-use crate::imaging::stats::DecodedVolume;
+use crate::imaging::stats::{DecodedVolume, ValueRange};
 use crate::imaging::volume::{self, DisplayPlan, Plane, SliceAt};
 use crate::metrics::Metrics;
+use crate::store::ObjectMeta;
 
 /// Which slice, as asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,13 @@ struct Resolved {
     format: Format,
 }
 
+impl Resolved {
+    /// Whether intensities are mapped through a display window (a PNG showing the image).
+    fn windowed(&self) -> bool {
+        self.format == Format::Png && self.part != SlicePart::Label
+    }
+}
+
 impl Canonical for Resolved {
     /// Equal for every way of asking for the same bytes (defaults spelled out or not; a
     /// window where nothing is windowed). Written in place (`write!`): every warm request
@@ -96,8 +106,7 @@ impl Canonical for Resolved {
             SlicePart::Overlay => "overlay",
         };
         let _ = write!(out, ",part={part},window=");
-        let windowed = self.format == Format::Png && self.part != SlicePart::Label;
-        match (windowed, self.window) {
+        match (self.windowed(), self.window) {
             (false, _) => out.push('-'),
             (true, Window::Range(lo, hi)) => {
                 let _ = write!(out, "range({lo},{hi})");
@@ -119,9 +128,11 @@ impl Canonical for Resolved {
 /// unmodified by its ETag.
 pub struct PreparedSlice {
     resolved: Resolved,
-    image: Arc<DecodedVolume>,
-    label: Option<Arc<DecodedVolume>>,
+    image: PlaneSource,
+    label: Option<PlaneSource>,
     label_key: String,
+    /// The image object, when rendering computes its windows (they are kept for slab reads).
+    remember: Option<ObjectMeta>,
     key: Key<Encoded>,
 }
 
@@ -141,18 +152,31 @@ impl Pipeline {
     /// Resolves a slice request against the volume's header (default index, plane -> voxel
     /// axis); a slice or channel past the end is a resource that does not exist (404, like a
     /// page past the last one), not a malformed request. The decoded volume is cached, so a
-    /// revalidation rarely decodes.
+    /// revalidation rarely decodes; an axial plane of a volume that is not decoded is read
+    /// by byte range (`slab.rs`), which needs only the header here.
     pub async fn prepare_slice(
         &self,
         item: &Item,
         q: &SliceQuery,
     ) -> Result<PreparedSlice, PipelineError> {
         let needs_label = q.part != SlicePart::Image;
-        if needs_label && item.label.is_none() {
-            return Err(missing_label(item));
+        let label_obj = match &item.label {
+            Some(l) if needs_label => Some(l),
+            None if needs_label => return Err(missing_label(item)),
+            _ => None,
+        };
+        let (mut image, mut label) = match label_obj {
+            Some(l) => {
+                let (a, b) =
+                    tokio::try_join!(self.plane_source(&item.image), self.plane_source(l))?;
+                (a, Some(b))
+            }
+            None => (self.plane_source(&item.image).await?, None),
+        };
+        if let (Some(l), Some(lab)) = (label_obj, &label) {
+            check_grid(&item.image.key, image.header(), &l.key, lab.header())?;
         }
-        let (image, label) = self.volume_pair(item, needs_label).await?;
-        let h = &image.volume.header;
+        let h = image.header();
         let (axis, plan) = match q.axis {
             AxisSel::Voxel(a) => (a, None),
             AxisSel::Plane(pl) => {
@@ -190,16 +214,30 @@ impl Pipeline {
             opacity: q.opacity,
             format: q.format,
         };
-        let objects = std::iter::once(&item.image).chain(item.label.iter().filter(|_| needs_label));
+        // Byte ranges hold axial planes only, and percentile windows come from the whole
+        // volume: anything else needs it decoded.
+        let needs_windows = resolved.windowed() && matches!(q.window, Window::Auto | Window::Mri);
+        let slab_ok = |p: &PlaneSource, windows: bool| match p {
+            PlaneSource::Slab(s) => axis == 2 && (!windows || s.facts.windows.is_some()),
+            PlaneSource::Decoded(_) => true,
+        };
+        if !slab_ok(&image, needs_windows) {
+            image = PlaneSource::Decoded(self.volume(&item.image).await?);
+        }
+        if let (Some(l), Some(lab)) = (label_obj, &mut label)
+            && !slab_ok(lab, false)
+        {
+            *lab = PlaneSource::Decoded(self.volume(l).await?);
+        }
+        let remember =
+            (needs_windows && matches!(image, PlaneSource::Decoded(_))).then(|| item.image.clone());
+        let objects = std::iter::once(&item.image).chain(label_obj);
         Ok(PreparedSlice {
             resolved,
             image,
             label,
-            label_key: item
-                .label
-                .as_ref()
-                .map(|l| l.key.clone())
-                .unwrap_or_default(),
+            label_key: label_obj.map(|l| l.key.clone()).unwrap_or_default(),
+            remember,
             key: Key::new(Stage::Slice, objects, &resolved),
         })
     }
@@ -211,17 +249,58 @@ impl Pipeline {
             image,
             label,
             label_key,
+            remember,
             key,
         } = p;
         self.cache
-            .get_or_compute_with(key, || async {
+            .get_or_compute_with(key, || async move {
+                let r = resolved;
+                let at = r.at;
+                let image_plane = match (&image, r.part) {
+                    (_, SlicePart::Label) => None,
+                    (PlaneSource::Decoded(v), _) => Some((v.clone(), at)),
+                    (PlaneSource::Slab(s), _) => Some((
+                        Arc::new(self.read_plane(s, at.index, at.channel).await?),
+                        SliceAt::FIRST,
+                    )),
+                };
+                let label_plane = match &label {
+                    None => None,
+                    Some(PlaneSource::Decoded(v)) => {
+                        Some((v.clone(), SliceAt { channel: 0, ..at }))
+                    }
+                    Some(PlaneSource::Slab(s)) => Some((
+                        Arc::new(self.read_plane(s, at.index, 0).await?),
+                        SliceAt::FIRST,
+                    )),
+                };
                 let started = std::time::Instant::now();
+                let img = image.clone();
                 let rendered = self
                     .pool
-                    .run(move || render(&image, label.as_deref(), resolved))
+                    .run(move || {
+                        let window = window(r, || match &img {
+                            PlaneSource::Decoded(v) => v.windows(at.channel),
+                            PlaneSource::Slab(s) => s
+                                .facts
+                                .windows
+                                .as_ref()
+                                .and_then(|w| w.get(at.channel).copied())
+                                .unwrap_or((None, None)),
+                        });
+                        fn plane(
+                            p: &Option<(Arc<DecodedVolume>, SliceAt)>,
+                        ) -> Option<(&DecodedVolume, SliceAt)> {
+                            p.as_ref().map(|(v, at)| (&**v, *at))
+                        }
+                        render(plane(&image_plane), plane(&label_plane), r, window)
+                    })
                     .await?;
                 Metrics::time(&self.metrics.encode_us, started);
                 Metrics::inc(&self.metrics.encodes);
+                if let (Some(obj), PlaneSource::Decoded(v)) = (&remember, &image) {
+                    self.remember_facts(obj, v).await;
+                }
                 rendered.map_err(|e| match e {
                     RenderError::Label(message) => PipelineError::Undecodable {
                         key: label_key,
@@ -239,24 +318,30 @@ enum RenderError {
     Encode(String),
 }
 
+/// One plane rendered from the image's and the mask's planes (each a volume and where the
+/// plane is in it: the request's place in a decoded volume, the first plane of a slab).
 fn render(
-    img: &DecodedVolume,
-    lab: Option<&DecodedVolume>,
+    img: Option<(&DecodedVolume, SliceAt)>,
+    lab: Option<(&DecodedVolume, SliceAt)>,
     r: Resolved,
+    (lo, hi): (f32, f32),
 ) -> Result<Encoded, RenderError> {
     let enc = |e: encode::EncodeError| RenderError::Encode(e.to_string());
     let orient = |a: Array2<f32>| r.plan.map_or(a.clone(), |p| volume::orient(a.view(), p));
+    let image = || -> Result<Array2<f32>, RenderError> {
+        let (img, at) = img.ok_or_else(|| RenderError::Encode("no image plane".into()))?;
+        Ok(orient(volume::image_slice(&img.volume, at)))
+    };
     let mask = || -> Result<Array2<u8>, RenderError> {
-        let lab = lab.ok_or_else(|| RenderError::Label("no mask".into()))?;
+        let (lab, at) = lab.ok_or_else(|| RenderError::Label("no mask".into()))?;
         let m = volume::label_u8(&lab.volume).map_err(|e| RenderError::Label(e.to_string()))?;
-        let s = volume::label_slice(&m.view(), SliceAt { channel: 0, ..r.at });
+        let s = volume::label_slice(&m.view(), at);
         Ok(r.plan.map_or(s.clone(), |p| volume::orient(s.view(), p)))
     };
-    let (lo, hi) = window(img, r);
     let png_window = (lo, hi);
     match r.part {
         SlicePart::Image => {
-            let s: ArrayD<f32> = orient(volume::image_slice(&img.volume, r.at)).into_dyn();
+            let s: ArrayD<f32> = image()?.into_dyn();
             let p = Payload {
                 image: Some(&s),
                 png_window,
@@ -273,7 +358,7 @@ fn render(
             encode::encode(p, r.format).map_err(enc)
         }
         SlicePart::Overlay => {
-            let s = orient(volume::image_slice(&img.volume, r.at));
+            let s = image()?;
             let m = mask()?;
             let shape = vec![3, s.nrows(), s.ncols()];
             let body = encode::png_overlay(&s, lo, hi, &m, r.opacity).map_err(enc)?;
@@ -287,16 +372,15 @@ fn render(
     }
 }
 
-/// The display window `(lo, hi)` of a windowed slice; percentiles are computed (once per
-/// volume) only when a window asks for them.
-fn window(img: &DecodedVolume, r: Resolved) -> (f32, f32) {
-    let windowed = r.format == Format::Png && r.part != SlicePart::Label;
-    let (lo, hi) = match (windowed, r.window) {
+/// The display window `(lo, hi)` of a windowed slice; `windows` gives the channel's
+/// `(auto, mri)` percentile windows, asked for only when the window is one of them.
+fn window(r: Resolved, windows: impl FnOnce() -> (ValueRange, ValueRange)) -> (f32, f32) {
+    let (lo, hi) = match (r.windowed(), r.window) {
         (false, _) => (0.0, 1.0),
         (true, Window::Range(lo, hi)) => (f64::from(lo), f64::from(hi)),
-        (true, Window::Auto) => img.windows(r.at.channel).0.unwrap_or((0.0, 1.0)),
+        (true, Window::Auto) => windows().0.unwrap_or((0.0, 1.0)),
         (true, Window::Mri) => {
-            let (auto, mri) = img.windows(r.at.channel);
+            let (auto, mri) = windows();
             mri.or(auto).unwrap_or((0.0, 1.0))
         }
     };

@@ -356,10 +356,12 @@ impl Pipeline {
         let mut lab = None;
         if let Some(l) = &it.label {
             match self.decode_when_idle(l).await {
-                Ok(v) => match check_grid(&it.image.key, &img, &l.key, &v) {
-                    Ok(()) => lab = Some(v),
-                    Err(e) => job.error(item_error(&l.key, &e)),
-                },
+                Ok(v) => {
+                    match check_grid(&it.image.key, &img.volume.header, &l.key, &v.volume.header) {
+                        Ok(()) => lab = Some(v),
+                        Err(e) => job.error(item_error(&l.key, &e)),
+                    }
+                }
                 Err(e) if e.is_transient() => return Err((l.key.clone(), e)),
                 Err(e) => job.error(item_error(&l.key, &e)),
             }

@@ -151,8 +151,12 @@ impl Pipeline {
     /// With a disk tier, a volume missing from RAM is first looked for on disk (mapped, not
     /// decoded), and one that had to be decoded is written there in the background.
     pub async fn volume(&self, obj: &ObjectMeta) -> Result<Arc<DecodedVolume>, PipelineError> {
-        let key = Key::new(Stage::Volume, [obj], &"nifti");
-        self.cached_on_disk(key, self.decode_volume(obj)).await
+        self.cached_on_disk(volume_key(obj), async {
+            let v = self.decode_volume(obj).await?;
+            self.remember_facts(obj, &v).await;
+            Ok(v)
+        })
+        .await
     }
 
     /// A NIfTI object streamed from the store and decoded, bypassing the cache (the dataset
@@ -209,7 +213,12 @@ impl Pipeline {
         match (&item.label, with_label) {
             (Some(l), true) => {
                 let (img, lab) = tokio::try_join!(self.volume(&item.image), self.volume(l))?;
-                check_grid(&item.image.key, &img, &l.key, &lab)?;
+                check_grid(
+                    &item.image.key,
+                    &img.volume.header,
+                    &l.key,
+                    &lab.volume.header,
+                )?;
                 Ok((img, Some(lab)))
             }
             _ => Ok((self.volume(&item.image).await?, None)),
@@ -421,6 +430,11 @@ impl Pipeline {
     }
 }
 
+/// The decoded volume's key.
+pub(super) fn volume_key(obj: &ObjectMeta) -> Key<DecodedVolume> {
+    Key::new(Stage::Volume, [obj], &"nifti")
+}
+
 pub(super) fn volume_error(key: &str, e: VolumeError) -> PipelineError {
     match e {
         VolumeError::TooLarge(message) => PipelineError::TooLarge {
@@ -436,11 +450,10 @@ pub(super) fn volume_error(key: &str, e: VolumeError) -> PipelineError {
 
 pub(super) fn check_grid(
     image_key: &str,
-    img: &DecodedVolume,
+    a: &Header,
     label_key: &str,
-    lab: &DecodedVolume,
+    b: &Header,
 ) -> Result<(), PipelineError> {
-    let (a, b) = (&img.volume.header, &lab.volume.header);
     if a.spatial != b.spatial || b.channels != 1 {
         let dims = |h: &Header| {
             let [x, y, z] = h.spatial;

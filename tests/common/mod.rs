@@ -153,6 +153,21 @@ pub fn assert_problem(r: &Resp, status: u16, code: &str) -> serde_json::Value {
     j
 }
 
+/// A counter's value at `/metrics`.
+pub async fn metric(app: &Router, name: &str) -> u64 {
+    metric_in(&get(app, "/metrics").await.body, name)
+}
+
+/// A counter's value in a `/metrics` text.
+pub fn metric_in(text: &[u8], name: &str) -> u64 {
+    let text = String::from_utf8_lossy(text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Writes `bytes` at `rel` below `dir`, creating folders.
 pub fn put(dir: &Path, rel: &str, bytes: &[u8]) {
     let p = dir.join(rel);

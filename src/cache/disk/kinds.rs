@@ -1,5 +1,6 @@
-//! What the disk tier holds: decoded volumes (their voxels stay in the map) and the patch
-//! routes' foreground/background lists.
+//! What the disk tier holds: decoded volumes (their voxels stay in the map), the patch
+//! routes' foreground/background lists, gzip seek indexes, and volume facts (header and
+//! display windows, for slab reads).
 
 use std::borrow::Cow;
 
@@ -7,7 +8,7 @@ use super::OnDisk;
 use crate::imaging::gzindex::GzIndex;
 use crate::imaging::nifti::{Dtype, Header, SharedBytes, Volume, VoxelBuf, Voxels};
 use crate::imaging::patch::FgBgIndices;
-use crate::imaging::stats::DecodedVolume;
+use crate::imaging::stats::{DecodedVolume, VolumeFacts};
 
 /// The voxels' bytes as stored in memory (native order).
 pub(super) fn voxel_bytes(v: &Voxels) -> &[u8] {
@@ -153,5 +154,26 @@ impl OnDisk for GzIndex {
         len: usize,
     ) -> Result<Self, String> {
         GzIndex::from_bytes(&(*bytes).as_ref()[start..start + len]).map_err(|e| e.to_string())
+    }
+}
+
+impl OnDisk for VolumeFacts {
+    const KIND: &'static str = "volume-facts";
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn payload(&self) -> Vec<Cow<'_, [u8]>> {
+        Vec::new()
+    }
+
+    fn rebuild(
+        desc: serde_json::Value,
+        _: SharedBytes,
+        _: usize,
+        _: usize,
+    ) -> Result<Self, String> {
+        serde_json::from_value(desc).map_err(|e| e.to_string())
     }
 }

@@ -174,6 +174,12 @@ impl DiskCache {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether an entry is held under `key` (not checked: [`load`](Self::load) may still find
+    /// it damaged). Cheap: the tier's own index, no file access.
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        self.lock().entries.contains_key(&file_name(key))
+    }
+
     /// The value stored under `key`, if present and intact. Blocking (maps and checksums the
     /// file): call it from a CPU job.
     pub fn load<T: OnDisk>(&self, key: &CacheKey) -> Lookup<T> {

@@ -27,7 +27,10 @@ mod write;
 
 pub use affine::axcodes;
 pub use buf::{SharedBytes, ViewError, VoxelBuf};
-pub use read::{Inflate, decode, decode_reader, decode_with, is_gzip, read_header};
+pub use read::{
+    Inflate, check_limits, decode, decode_reader, decode_with, is_gzip, plane_range, plane_volume,
+    read_header,
+};
 pub use write::{OutType, encode_nifti1};
 
 /// Limits checked against the header before decoding.

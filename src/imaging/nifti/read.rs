@@ -186,8 +186,60 @@ fn decode_from<R: Read>(r: &mut R, limits: &VolumeLimits) -> Result<Volume, Volu
     Ok(Volume { header, voxels })
 }
 
+/// Where one axial plane (every x and y at one z of one channel) lies in the decompressed
+/// file: the byte range a slab read fetches or inflates. `z` and `channel` must be in range.
+pub fn plane_range(h: &Header, z: usize, channel: usize) -> std::ops::Range<u64> {
+    let [x, y, nz] = h.spatial;
+    let len = (x * y * h.dtype.size()) as u64;
+    let start = h.vox_offset + (channel as u64 * nz as u64 + z as u64) * len;
+    start..start + len
+}
+
+/// One axial plane as a volume of its own (Z = 1, one channel, the header's scaling and
+/// affine kept), from its stored bytes ([`plane_range`]) in the file's byte order.
+pub fn plane_volume(h: &Header, bytes: &[u8]) -> Result<Volume, VolumeError> {
+    let [x, y, _] = h.spatial;
+    let n = x * y;
+    if bytes.len() != n * h.dtype.size() {
+        return Err(VolumeError::Truncated(format!(
+            "a plane of {x}x{y} voxels needs {} bytes, {} were read",
+            n * h.dtype.size(),
+            bytes.len()
+        )));
+    }
+    let swap = h.big_endian != cfg!(target_endian = "big");
+    macro_rules! typed {
+        ($t:ty, $variant:ident) => {{
+            let mut v: Vec<$t> = vec![<$t>::default(); n];
+            bytemuck::cast_slice_mut::<$t, u8>(&mut v).copy_from_slice(bytes);
+            if swap {
+                swap_bytes(bytemuck::cast_slice_mut(&mut v), std::mem::size_of::<$t>());
+            }
+            Voxels::$variant(v.into())
+        }};
+    }
+    let voxels = match h.dtype {
+        Dtype::U8 => typed!(u8, U8),
+        Dtype::I8 => typed!(i8, I8),
+        Dtype::I16 => typed!(i16, I16),
+        Dtype::U16 => typed!(u16, U16),
+        Dtype::I32 => typed!(i32, I32),
+        Dtype::U32 => typed!(u32, U32),
+        Dtype::I64 => typed!(i64, I64),
+        Dtype::U64 => typed!(u64, U64),
+        Dtype::F32 => typed!(f32, F32),
+        Dtype::F64 => typed!(f64, F64),
+    };
+    let header = Header {
+        spatial: [x, y, 1],
+        channels: 1,
+        ..h.clone()
+    };
+    Ok(Volume { header, voxels })
+}
+
 /// The bytes of voxels the header promises, refused when they or the file would pass `limits`.
-fn check_limits(header: &Header, limits: &VolumeLimits) -> Result<u64, VolumeError> {
+pub fn check_limits(header: &Header, limits: &VolumeLimits) -> Result<u64, VolumeError> {
     let voxels = header.voxels();
     let data_bytes = voxels
         .checked_mul(header.dtype.size() as u64)
