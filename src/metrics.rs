@@ -121,7 +121,7 @@ pub const COUNTERS: [(&str, &str, Counter); 18] = [
     ),
     (
         "medserve_slab_reads_total",
-        "Slices read from a byte range of the stored object (an uncompressed .nii, or a .nii.gz from its seek index) instead of a decoded volume.",
+        "Slices and patch slabs read from a byte range of the stored object (an uncompressed .nii, or a .nii.gz from its seek index) instead of a decoded volume.",
         |m| &m.slab_reads,
     ),
 ];

@@ -44,7 +44,7 @@ fn voxels() -> Vec<f32> {
 fn mask() -> Vec<f32> {
     let [nx, ny, nz] = DIMS;
     let mut m = vec![0f32; nx * ny * nz];
-    for z in 40..90 {
+    for z in 56..72 {
         for y in 60..120 {
             for x in 50..200 {
                 m[x + nx * (y + ny * z)] = if x < 120 { 1.0 } else { 2.0 };
@@ -106,6 +106,11 @@ async fn fetch(app: &Router, uri: &str) -> (Vec<u8>, String) {
 /// What a server that decodes the whole volume answers: the volume is decoded (and cached)
 /// before the slice is asked for.
 async fn decoded_answer(dir: &Path, item: &str, q: &str) -> (Vec<u8>, String) {
+    decoded_route(dir, item, &format!("slice?{q}")).await
+}
+
+/// [`decoded_answer`] for any route and query (`patches?...`).
+async fn decoded_route(dir: &Path, item: &str, route: &str) -> (Vec<u8>, String) {
     let (app, _) = local(dir);
     // A small resize still decodes (and caches) the whole volumes.
     let _ = fetch(
@@ -114,7 +119,7 @@ async fn decoded_answer(dir: &Path, item: &str, q: &str) -> (Vec<u8>, String) {
     )
     .await;
     let before = metric(&app, "medserve_slab_reads_total").await;
-    let answer = fetch(&app, &format!("{item}/slice?{q}")).await;
+    let answer = fetch(&app, &format!("{item}/{route}")).await;
     assert_eq!(metric(&app, "medserve_slab_reads_total").await, before);
     answer
 }
@@ -181,7 +186,7 @@ async fn a_gzipped_volume_with_an_index_serves_axial_slices_from_one_ranged_read
     assert_eq!(n.1[1], v[37 * plane + 256]);
 
     // The mask has no index (it is small): it is decoded, the image plane still read by range.
-    let q = "axis=2&index=70&part=overlay&window=300,600&opacity=0.5";
+    let q = "axis=2&index=64&part=overlay&window=300,600&opacity=0.5";
     let answer = fetch(&app, &format!("{BIG}/slice?{q}")).await;
     assert_eq!(answer, decoded_answer(data.path(), BIG, q).await);
     assert_eq!(metric(&app, "medserve_decode_total").await, decodes + 1);
@@ -302,4 +307,96 @@ async fn broken_uncompressed_files_are_still_named_by_the_full_decode() {
     .await;
     assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(metric(&app, "medserve_slab_reads_total").await, 0);
+}
+
+#[tokio::test]
+async fn patches_of_a_volume_that_is_not_decoded_read_the_planes_they_span() {
+    let data = tempfile::tempdir().unwrap();
+    write_data(data.path());
+    let (app, state) = local(data.path());
+    let plane = (DIMS[0] * DIMS[1] * 4) as u64;
+    // Foreground centres only: the mask's box is planes 56..72, so 16-deep patches lie in
+    // planes 48..80, a quarter of the volume.
+    let base = "patch=32,32,16&num=3&pos=1&neg=0&seed=3";
+    let scaled = format!("{base}&flip=2&a_min=0&a_max=600&b_min=0&b_max=1&clip=true");
+    for q in [base.to_owned(), scaled] {
+        state.pipeline.cache().clear().await;
+        let (slabs, bytes) = (
+            metric(&app, "medserve_slab_reads_total").await,
+            metric(&app, "medserve_storage_range_get_bytes_total").await,
+        );
+        let answer = fetch(&app, &format!("{RAW}/patches?{q}")).await;
+        assert_eq!(
+            answer,
+            decoded_route(data.path(), RAW, &format!("patches?{q}")).await,
+            "{q}"
+        );
+        assert_eq!(
+            metric(&app, "medserve_slab_reads_total").await,
+            slabs + 1,
+            "{q}"
+        );
+        let fetched = metric(&app, "medserve_storage_range_get_bytes_total").await - bytes;
+        assert!(fetched <= 544 + 32 * plane, "{q}: {fetched}");
+    }
+    // The mask was decoded (for the lists and its crops), the image never.
+    assert_eq!(metric(&app, "medserve_decode_total").await, 2);
+
+    // Background centres may be anywhere: a span past half the volume decodes it whole.
+    state.pipeline.cache().clear().await;
+    let q = "patch=32,32,16&num=8&pos=0&neg=1&seed=5";
+    let answer = fetch(&app, &format!("{RAW}/patches?{q}")).await;
+    assert_eq!(
+        answer,
+        decoded_route(data.path(), RAW, &format!("patches?{q}")).await
+    );
+
+    // A .nii.gz with a seek index: one ranged GET from the checkpoint before the span.
+    let vol = format!("{BIG}/volume?size=32,32,16&format=npy");
+    fetch(&app, &vol).await;
+    state.pipeline.cache().clear().await;
+    fetch(&app, &vol).await;
+    state.pipeline.cache().clear().await;
+    let slabs = metric(&app, "medserve_slab_reads_total").await;
+    let answer = fetch(&app, &format!("{BIG}/patches?{base}")).await;
+    assert_eq!(
+        answer,
+        decoded_route(data.path(), BIG, &format!("patches?{base}")).await
+    );
+    assert_eq!(metric(&app, "medserve_slab_reads_total").await, slabs + 1);
+}
+
+#[tokio::test]
+async fn an_index_is_recorded_on_s3_too_and_slices_then_read_one_span() {
+    let data = tempfile::tempdir().unwrap();
+    let big = write_data(data.path());
+    let server = start_s3().await;
+    let only = tempfile::tempdir().unwrap();
+    for f in ["img.nii.gz", "label.nii.gz"] {
+        let from = data.path().join("big/train/s1").join(f);
+        common::put(
+            only.path(),
+            &format!("big/train/s1/{f}"),
+            &std::fs::read(from).unwrap(),
+        );
+    }
+    upload(&sdk_client(&server.endpoint), only.path(), "").await;
+    let (app, state) = app_over(Arc::new(s3_store(&server.endpoint, "").await));
+    // The first decode streams; the second (the volume left memory) reads whole and records
+    // the index.
+    let vol = format!("{BIG}/volume?size=32,32,16&format=npy");
+    let first = fetch(&app, &vol).await;
+    assert_eq!(metric(&app, "medserve_gzip_indexes_built_total").await, 0);
+    state.pipeline.cache().clear().await;
+    assert_eq!(fetch(&app, &vol).await.0, first.0);
+    assert_eq!(metric(&app, "medserve_gzip_indexes_built_total").await, 1);
+    state.pipeline.cache().clear().await;
+    let bytes = metric(&app, "medserve_storage_range_get_bytes_total").await;
+    let q = "axis=2&index=37&format=npy";
+    let answer = fetch(&app, &format!("{BIG}/slice?{q}")).await;
+    assert_eq!(answer.0, decoded_answer(data.path(), BIG, q).await.0);
+    // The header is known from the decodes: only the plane's span is read.
+    let fetched = metric(&app, "medserve_storage_range_get_bytes_total").await - bytes;
+    assert_eq!(fetched, expected_span(&big, 37));
+    assert_eq!(metric(&app, "medserve_decode_total").await, 2);
 }

@@ -44,13 +44,13 @@ fn planes(h: &nifti::Header) -> Vec<(usize, usize, std::ops::Range<u64>)> {
     }
     [(0, 0), (nz / 2, h.channels - 1), (nz - 1, 0)]
         .into_iter()
-        .map(|(z, c)| (z, c, nifti::plane_range(h, z, c)))
+        .map(|(z, c)| (z, c, nifti::slab_range(h, z..z + 1, c)))
         .collect()
 }
 
 /// Asserts that `bytes`, read as plane `z` of `channel`, show what the decoded volume does.
 fn same_plane(vol: &Volume, z: usize, channel: usize, bytes: &[u8]) {
-    let plane = nifti::plane_volume(&vol.header, bytes).expect("a plane of a decoded volume");
+    let plane = nifti::slab_volume(&vol.header, 1, 1, bytes).expect("a plane of a decoded volume");
     let bits = |a: ndarray::Array2<f32>| a.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let at = SliceAt {
         axis: 2,

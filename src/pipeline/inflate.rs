@@ -1,6 +1,7 @@
-//! Volumes read whole from a store with cheap whole reads (the local folder), and how they are
-//! inflated. A first decode takes libdeflate's single stream, the fastest one (0.76x of
-//! zlib-rs on the CT). A large `.nii.gz` decoded a second time (it left memory: the ones that
+//! Volumes read whole from a store with cheap whole reads (the local folder), or from any
+//! store when a seek index is to be recorded (S3 objects otherwise stream into the decoder),
+//! and how they are inflated. A first decode takes libdeflate's single stream, the fastest
+//! one (0.76x of zlib-rs on the CT). A large `.nii.gz` decoded a second time (it left memory: the ones that
 //! keep coming back, epoch after epoch) records a seek index on the way (zlib-rs with a
 //! checkpoint per MiB of output, 0.89x; `imaging::gzindex`); the index is kept in a small cache
 //! of its own (volume churn does not evict it; its windows are 3% of the output) and in the
@@ -55,6 +56,25 @@ impl Pipeline {
         )
     }
 
+    /// Whether decoding `obj` now should record a seek index: a large object decoded before
+    /// (it left memory: the ones that keep coming back) that has none.
+    pub(super) async fn wants_index(&self, obj: &ObjectMeta) -> Result<bool, PipelineError> {
+        Ok(obj.size >= INDEX_MIN_BYTES
+            && self
+                .decoded_once
+                .contains_key(&(obj.key.clone(), obj.version.clone()))
+            && self.known_index(obj).await?.is_none())
+    }
+
+    /// Notes that `obj` was decoded once (only large objects get an index).
+    pub(super) async fn note_decoded(&self, obj: &ObjectMeta) {
+        if obj.size >= INDEX_MIN_BYTES {
+            self.decoded_once
+                .insert((obj.key.clone(), obj.version.clone()), ())
+                .await;
+        }
+    }
+
     /// Reads the object whole inside a CPU job (so compressed copies are held only by running
     /// workers) and decodes it: from its seek index on all cores when one is known, recording
     /// one when it is large, else with libdeflate.
@@ -65,9 +85,7 @@ impl Pipeline {
         let object_key = obj.key.clone();
         let limits = self.limits.volume();
         let index = self.known_index(obj).await?;
-        let seen = (obj.key.clone(), obj.version.clone());
-        let build =
-            index.is_none() && obj.size >= INDEX_MIN_BYTES && self.decoded_once.contains_key(&seen);
+        let build = index.is_none() && self.wants_index(obj).await?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let t = std::time::Instant::now();
         let (meta, mut reader) = self
@@ -99,9 +117,7 @@ impl Pipeline {
         Metrics::time(&self.metrics.decode_us, t);
         Metrics::inc(&self.metrics.decodes);
         let (volume, built) = d.map_err(|e| volume_error(&object_key, e))?;
-        if obj.size >= INDEX_MIN_BYTES {
-            self.decoded_once.insert(seen, ()).await;
-        }
+        self.note_decoded(obj).await;
         if index.is_some() {
             Metrics::inc(&self.metrics.parallel_decodes);
         }

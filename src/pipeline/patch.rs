@@ -24,14 +24,18 @@ use std::sync::Arc;
 use ndarray::{Array2, ArrayD};
 
 use super::augment::DrawScope;
+use super::slab::Slab;
+use super::volume::check_grid;
 use super::{Chain3d, Pipeline, PipelineError, missing_label};
-use crate::cache::{CacheKey, Canonical, Key, Stage};
+use crate::cache::{CacheKey, Canonical, Key, Stage, Tensor};
 use crate::catalog::Item;
 use crate::imaging::ResizeMode;
 use crate::imaging::encode::{Encoded, NpzBuilder};
 use crate::imaging::patch::{self, FgBgIndices};
+use crate::imaging::stats::DecodedVolume;
 use crate::imaging::volume::LabelSelect;
 use crate::metrics::Metrics;
+use crate::store::ObjectMeta;
 
 /// The transform name of the draws.
 pub const DRAW_NAME: &str = "rand_crop_pos_neg";
@@ -92,6 +96,32 @@ pub struct Patches {
     pub image: ArrayD<f32>,
     pub label: ArrayD<u8>,
     pub center: Array2<i64>,
+}
+
+/// The key of the item's foreground/background lists under `q`.
+fn indices_key(item: &Item, label: &ObjectMeta, q: &PatchQuery) -> Key<FgBgIndices> {
+    let spec = IndicesSpec {
+        chain: q.chain,
+        select: &q.select,
+        threshold: q.image_threshold,
+    };
+    let objects: Vec<_> = match q.image_threshold {
+        Some(_) => vec![&item.image, label],
+        None => vec![label],
+    };
+    Key::new(Stage::Indices, objects, &spec)
+}
+
+/// Where the patches' image voxels come from.
+enum PatchSource {
+    /// The whole transformed volume.
+    Whole(Arc<Tensor>),
+    /// The stored planes the patches span, read by range and not yet transformed; `first`
+    /// is the first one's index in the transformed grid.
+    Slab {
+        slab: Arc<DecodedVolume>,
+        first: usize,
+    },
 }
 
 /// What the index lists are computed from: the mask's steps, and the image's chain only when
@@ -199,8 +229,11 @@ impl Pipeline {
         let Some(label) = &item.label else {
             return Err(missing_label(item));
         };
-        let (image, _) = self.volume_pair(item, true).await?;
-        let h = &image.volume.header;
+        // Headers only: the patches may be read from the planes they span (`slab.rs`).
+        let (image, mask) =
+            tokio::try_join!(self.volume_header(&item.image), self.volume_header(label))?;
+        check_grid(&item.image.key, &image, &label.key, &mask)?;
+        let h = &image;
         if query.chain.size == Some(h.spatial) {
             query.chain.size = None;
         }
@@ -273,10 +306,36 @@ impl Pipeline {
         dataset: &str,
         split: &str,
     ) -> Result<Patches, PipelineError> {
+        // On the native grid, the image of a volume that is not decoded may be read as the
+        // slab of planes the patches span (`slab.rs`), once the centres are drawn; not when
+        // drawing them needs the whole image (a threshold, lists not yet computed).
+        let slab = match q.chain.size {
+            None if self
+                .cache
+                .get(&Key::<Tensor>::new(
+                    Stage::VolumeImage,
+                    [&item.image],
+                    &q.chain,
+                ))
+                .await
+                .is_none()
+                && (q.image_threshold.is_none() || self.indices_known(item, q).await) =>
+            {
+                self.slab_source(&item.image).await?
+            }
+            _ => None,
+        };
+        let slab_first = slab.is_some();
         // Boxed: three nested decode-and-transform futures side by side would make this
         // future large enough to overflow a test thread's stack in debug builds.
+        let image = async {
+            match slab_first {
+                true => Ok(None),
+                false => Box::pin(self.volume_image(item, q.chain)).await.map(Some),
+            }
+        };
         let (image, mask, ix) = tokio::try_join!(
-            Box::pin(self.volume_image(item, q.chain)),
+            image,
             Box::pin(self.volume_label(item, q.chain.size, &q.select, q.chain.flip)),
             Box::pin(self.fg_bg_indices(item, q)),
         )?;
@@ -310,11 +369,30 @@ impl Pipeline {
             }
         })?;
         let patch = q.patch;
+        let image = match (image, &slab) {
+            (Some(image), _) => PatchSource::Whole(image),
+            (None, Some(s)) => match self.slab_for(s, q, &centers).await? {
+                Some(source) => source,
+                None => PatchSource::Whole(Box::pin(self.volume_image(item, q.chain)).await?),
+            },
+            (None, None) => PatchSource::Whole(Box::pin(self.volume_image(item, q.chain)).await?),
+        };
+        let chain = q.chain;
         let t = std::time::Instant::now();
         let out = self
             .pool
             .run(move || {
-                let image = patch::crops(image.data.view(), &centers, patch)?;
+                let image = match image {
+                    PatchSource::Whole(image) => patch::crops(image.data.view(), &centers, patch)?,
+                    PatchSource::Slab { slab, first } => {
+                        // The slab is planes `first..` of the transformed grid: the same
+                        // crops, their centres moved down by `first`.
+                        let arr = chain.apply(&slab.volume);
+                        let moved: Vec<[usize; 3]> =
+                            centers.iter().map(|&[x, y, z]| [x, y, z - first]).collect();
+                        patch::crops(arr.view(), &moved, patch)?
+                    }
+                };
                 let label = patch::crops(mask.0.view(), &centers, patch)?;
                 let flat: Vec<i64> = centers.iter().flatten().map(|&c| c as i64).collect();
                 let center = Array2::from_shape_vec((centers.len(), 3), flat)
@@ -331,6 +409,50 @@ impl Pipeline {
         Ok(out)
     }
 
+    /// Whether the item's foreground/background lists under `q` are at hand (memory or the
+    /// disk tier), so drawing centres computes nothing.
+    async fn indices_known(&self, item: &Item, q: &PatchQuery) -> bool {
+        let Some(l) = &item.label else { return false };
+        let key = indices_key(item, l, q);
+        self.disk
+            .as_ref()
+            .is_some_and(|d| d.contains(key.untyped()))
+            || self.cache.get(&key).await.is_some()
+    }
+
+    /// The slab of `s` that every patch at `centers` lies in, read by range, when it is at
+    /// most half the volume (past that, decoding it whole costs about as much and leaves it
+    /// cached for the next request).
+    async fn slab_for(
+        &self,
+        s: &Slab,
+        q: &PatchQuery,
+        centers: &[[usize; 3]],
+    ) -> Result<Option<PatchSource>, PipelineError> {
+        let h = &s.facts.header;
+        let grid = h.spatial;
+        let nz = grid[2];
+        let spans = centers
+            .iter()
+            .map(|&c| patch::crop_ranges(c, q.patch, grid)[2].clone());
+        let first = spans.clone().map(|r| r.start).min().unwrap_or(0);
+        let end = spans.map(|r| r.end).max().unwrap_or(0);
+        if end <= first || 2 * (end - first) > nz {
+            return Ok(None);
+        }
+        // A flip along Z mirrors which stored planes the transformed ones are.
+        let stored = if q.chain.flip.iter().any(|k| k == 2) {
+            nz - end..nz - first
+        } else {
+            first..end
+        };
+        let slab = self.read_slab(s, stored, 0..h.channels).await?;
+        Ok(Some(PatchSource::Slab {
+            slab: Arc::new(slab),
+            first,
+        }))
+    }
+
     /// The foreground/background lists of the item's mask after the chain (and, with a
     /// threshold, of its image), from cache or computed.
     async fn fg_bg_indices(
@@ -341,16 +463,7 @@ impl Pipeline {
         let Some(l) = &item.label else {
             return Err(missing_label(item));
         };
-        let spec = IndicesSpec {
-            chain: q.chain,
-            select: &q.select,
-            threshold: q.image_threshold,
-        };
-        let objects: Vec<_> = match q.image_threshold {
-            Some(_) => vec![&item.image, l],
-            None => vec![l],
-        };
-        let key = Key::new(Stage::Indices, objects, &spec);
+        let key = indices_key(item, l, q);
         let label_key = l.key.clone();
         self.cached_on_disk(key, async {
             let mask =

@@ -2,19 +2,25 @@
 //! volume. A volume that is neither in memory nor in the disk tier costs a full inflate
 //! (0.3-0.5 s for a CT) to show one 512 KB plane; with a byte range it costs one ranged GET:
 //!
-//! - an uncompressed `.nii`: the header (544 bytes), then exactly the plane's bytes;
+//! - an uncompressed `.nii`: the header (544 bytes, once), then exactly the planes' bytes;
 //! - a `.nii.gz` with a seek index (`inflate.rs`): the compressed bytes from the checkpoint
-//!   before the plane to the one after it, inflated from the checkpoint's window (at most one
-//!   checkpoint interval, 1 MiB of output, more than the plane itself).
+//!   before the planes to the one after them, inflated from the checkpoint's window (at most
+//!   one checkpoint interval, 1 MiB of output, more than the planes themselves).
+//!
+//! Two callers: the slice route (one plane) and the patch route on the native grid (the
+//! planes every patch spans, when that is at most half the volume; the chain is applied to
+//! the slab, which equals applying it to the volume since what remains of it is pointwise
+//! or a flip, and a flip along Z mirrors which planes are read).
 //!
 //! The header comes from the object's [`VolumeFacts`], kept beside the seek indexes once any
 //! decode or header read saw it; `auto`/`mri` windows need the whole volume's percentiles, so
 //! they take this path only once a decode of the volume computed them (also kept in the
 //! facts). Anything unusual (a header that does not parse or passes the limits, a file
 //! shorter than its header says, a gzip body behind a `.nii` name) is left to the full
-//! decode, which names what is wrong exactly as before. The plane is rendered by the same code
+//! decode, which names what is wrong exactly as before. The planes go through the same code
 //! as a decoded volume's, so both give the same bytes under the same ETag.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use super::{Pipeline, PipelineError, volume::volume_key};
@@ -70,18 +76,45 @@ impl Pipeline {
         &self,
         obj: &ObjectMeta,
     ) -> Result<PlaneSource, PipelineError> {
-        let key = volume_key(obj);
-        if let Some(v) = self.cache.get(&key).await {
+        if let Some(v) = self.cache.get(&volume_key(obj)).await {
             return Ok(PlaneSource::Decoded(v));
         }
+        if let Some(s) = Box::pin(self.slab_source(obj)).await? {
+            return Ok(PlaneSource::Slab(s));
+        }
+        Ok(PlaneSource::Decoded(self.volume(obj).await?))
+    }
+
+    /// `obj`'s header, decoding it only when nothing else knows it: its decoded volume, its
+    /// kept facts, a header read by range.
+    pub(super) async fn volume_header(&self, obj: &ObjectMeta) -> Result<Header, PipelineError> {
+        if let Some(v) = self.cache.get(&volume_key(obj)).await {
+            return Ok(v.volume.header.clone());
+        }
+        if let Some(f) = self.known_facts(obj).await {
+            return Ok(f.header.clone());
+        }
+        Ok(match Box::pin(self.plane_source(obj)).await? {
+            PlaneSource::Decoded(v) => v.volume.header.clone(),
+            PlaneSource::Slab(s) => s.facts.header.clone(),
+        })
+    }
+
+    /// `obj`'s byte-range reader, when its decoded volume is neither in memory nor in the
+    /// disk tier and it has one. Decodes nothing.
+    pub(super) async fn slab_source(
+        &self,
+        obj: &ObjectMeta,
+    ) -> Result<Option<Slab>, PipelineError> {
+        let key = volume_key(obj);
         let on_disk = self
             .disk
             .as_ref()
             .is_some_and(|d| d.contains(key.untyped()));
-        if !on_disk && let Some(s) = Box::pin(self.slab(obj)).await? {
-            return Ok(PlaneSource::Slab(s));
+        if on_disk || self.cache.get(&key).await.is_some() {
+            return Ok(None);
         }
-        Ok(PlaneSource::Decoded(self.volume(obj).await?))
+        self.slab(obj).await
     }
 
     /// `obj`'s byte-range reader, when it has one: an uncompressed `.nii`, or a `.nii.gz`
@@ -145,53 +178,60 @@ impl Pipeline {
         Ok(b)
     }
 
-    /// Axial plane `z` of `channel` as a volume of its own (Z = 1, one channel).
-    pub(super) async fn read_plane(
+    /// Axial planes `z` of `channels` as a volume of their own (Z = `z.len()`): one ranged
+    /// GET per channel.
+    pub(super) async fn read_slab(
         &self,
         s: &Slab,
-        z: usize,
-        channel: usize,
+        z: Range<usize>,
+        channels: Range<usize>,
     ) -> Result<DecodedVolume, PipelineError> {
         let h = s.facts.header.clone();
-        let want = nifti::plane_range(&h, z, channel);
-        let undecodable = |message: String| PipelineError::Undecodable {
-            key: s.obj.key.clone(),
-            message,
-        };
-        let bytes = match &s.index {
-            None => self.get_range(&s.obj, want.clone()).await?,
-            Some(ix) => {
-                let from = ix.point_before(want.start);
-                let to = &ix.points[ix
-                    .points
-                    .partition_point(|p| p.unc < want.end)
-                    .min(ix.points.len() - 1)];
-                let span = GzIndex::input_start(from)..(to.cmp + LOOKAHEAD).min(s.obj.size);
-                self.get_range(&s.obj, span).await?
-            }
-        };
+        let (depth, count) = (z.len(), channels.len());
+        let mut parts = Vec::with_capacity(count);
+        for c in channels {
+            let want = nifti::slab_range(&h, z.clone(), c);
+            let fetched = match &s.index {
+                None => self.get_range(&s.obj, want.clone()).await?,
+                Some(ix) => {
+                    let from = ix.point_before(want.start);
+                    let after = ix.points.partition_point(|p| p.unc < want.end);
+                    let to = &ix.points[after.min(ix.points.len() - 1)];
+                    let span = GzIndex::input_start(from)..(to.cmp + LOOKAHEAD).min(s.obj.size);
+                    self.get_range(&s.obj, span).await?
+                }
+            };
+            parts.push((want, fetched));
+        }
         let (index, key) = (s.index.clone(), s.obj.key.clone());
         let started = std::time::Instant::now();
-        let plane = self
+        let slab = self
             .pool
             .run(move || {
-                let raw = match &index {
-                    None => bytes.to_vec(),
-                    Some(ix) => {
-                        let p = ix.point_before(want.start);
-                        let mut out = vec![0u8; (want.end - want.start) as usize];
-                        GzIndex::read_from(p, &bytes, want.start, &mut out)
-                            .map_err(|e| format!("reading '{key}' from its seek index: {e}"))?;
-                        out
+                let mut raw =
+                    Vec::with_capacity(parts.iter().map(|(w, _)| (w.end - w.start) as usize).sum());
+                for (want, fetched) in &parts {
+                    match &index {
+                        None => raw.extend_from_slice(fetched),
+                        Some(ix) => {
+                            let p = ix.point_before(want.start);
+                            let at = raw.len();
+                            raw.resize(at + (want.end - want.start) as usize, 0);
+                            GzIndex::read_from(p, fetched, want.start, &mut raw[at..])
+                                .map_err(|e| format!("reading '{key}' from its seek index: {e}"))?;
+                        }
                     }
-                };
-                nifti::plane_volume(&h, &raw).map_err(|e| e.to_string())
+                }
+                nifti::slab_volume(&h, depth, count, &raw).map_err(|e| e.to_string())
             })
             .await?
-            .map_err(undecodable)?;
+            .map_err(|message| PipelineError::Undecodable {
+                key: s.obj.key.clone(),
+                message,
+            })?;
         Metrics::time(&self.metrics.decode_us, started);
         Metrics::inc(&self.metrics.slab_reads);
-        Ok(DecodedVolume::new(plane))
+        Ok(DecodedVolume::new(slab))
     }
 
     /// Keeps what `v` knows of `obj` without its voxels (the header, and the windows once

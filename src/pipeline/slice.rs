@@ -260,7 +260,10 @@ impl Pipeline {
                     (_, SlicePart::Label) => None,
                     (PlaneSource::Decoded(v), _) => Some((v.clone(), at)),
                     (PlaneSource::Slab(s), _) => Some((
-                        Arc::new(self.read_plane(s, at.index, at.channel).await?),
+                        Arc::new(
+                            self.read_slab(s, at.index..at.index + 1, at.channel..at.channel + 1)
+                                .await?,
+                        ),
                         SliceAt::FIRST,
                     )),
                 };
@@ -270,7 +273,7 @@ impl Pipeline {
                         Some((v.clone(), SliceAt { channel: 0, ..at }))
                     }
                     Some(PlaneSource::Slab(s)) => Some((
-                        Arc::new(self.read_plane(s, at.index, 0).await?),
+                        Arc::new(self.read_slab(s, at.index..at.index + 1, 0..1).await?),
                         SliceAt::FIRST,
                     )),
                 };

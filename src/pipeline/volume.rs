@@ -167,9 +167,11 @@ impl Pipeline {
     ) -> Result<DecodedVolume, PipelineError> {
         let object_key = obj.key.clone();
         let limits = self.limits.volume();
-        if self.store.whole_reads_are_cheap() {
-            // No download to overlap with: read whole (inflate.rs).
-            // Boxed: the futures nest deep enough to overflow a debug test thread otherwise.
+        // No download to overlap with (a local file), or a second decode of a large object
+        // that has no seek index yet (recording one needs the whole buffer): read whole
+        // (inflate.rs). Boxed: the futures nest deep enough to overflow a debug test thread
+        // otherwise.
+        if self.store.whole_reads_are_cheap() || self.wants_index(obj).await? {
             return Box::pin(self.decode_whole(obj)).await;
         }
         let t = std::time::Instant::now();
@@ -192,6 +194,9 @@ impl Pipeline {
             .await?;
         Metrics::time(&self.metrics.decode_us, t);
         Metrics::inc(&self.metrics.decodes);
+        if d.is_ok() {
+            self.note_decoded(obj).await;
+        }
         let v = d.map_err(|e| {
             // A store that failed mid-stream is an outage (or an oversized object),
             // not a corrupt file.
@@ -366,8 +371,10 @@ impl Pipeline {
         let label_key = l.key.clone();
         self.cache
             .get_or_compute(key, async {
-                let (_, lab) = self.volume_pair(item, true).await?;
-                let lab = lab.ok_or_else(|| missing_label(item))?;
+                // The image's header only: its voxels may never be needed (`slab.rs`).
+                let (image, lab) =
+                    tokio::try_join!(self.volume_header(&item.image), self.volume(l))?;
+                check_grid(&item.image.key, &image, &l.key, &lab.volume.header)?;
                 let t = std::time::Instant::now();
                 let out = self
                     .pool

@@ -28,8 +28,8 @@ mod write;
 pub use affine::axcodes;
 pub use buf::{SharedBytes, ViewError, VoxelBuf};
 pub use read::{
-    Inflate, check_limits, decode, decode_reader, decode_with, is_gzip, plane_range, plane_volume,
-    read_header,
+    Inflate, check_limits, decode, decode_reader, decode_with, is_gzip, read_header, slab_range,
+    slab_volume,
 };
 pub use write::{OutType, encode_nifti1};
 

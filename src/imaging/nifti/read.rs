@@ -186,23 +186,30 @@ fn decode_from<R: Read>(r: &mut R, limits: &VolumeLimits) -> Result<Volume, Volu
     Ok(Volume { header, voxels })
 }
 
-/// Where one axial plane (every x and y at one z of one channel) lies in the decompressed
-/// file: the byte range a slab read fetches or inflates. `z` and `channel` must be in range.
-pub fn plane_range(h: &Header, z: usize, channel: usize) -> std::ops::Range<u64> {
+/// Where axial planes `z` (every x and y at each z, of one channel) lie in the decompressed
+/// file: the byte range a slab read fetches or inflates. The range must be within the grid.
+pub fn slab_range(h: &Header, z: std::ops::Range<usize>, channel: usize) -> std::ops::Range<u64> {
     let [x, y, nz] = h.spatial;
-    let len = (x * y * h.dtype.size()) as u64;
-    let start = h.vox_offset + (channel as u64 * nz as u64 + z as u64) * len;
-    start..start + len
+    let plane = (x * y * h.dtype.size()) as u64;
+    let first = channel as u64 * nz as u64 + z.start as u64;
+    let start = h.vox_offset + first * plane;
+    start..start + z.len() as u64 * plane
 }
 
-/// One axial plane as a volume of its own (Z = 1, one channel, the header's scaling and
-/// affine kept), from its stored bytes ([`plane_range`]) in the file's byte order.
-pub fn plane_volume(h: &Header, bytes: &[u8]) -> Result<Volume, VolumeError> {
+/// A slab of axial planes as a volume of its own (Z = `depth`, `channels` channels, the
+/// header's scaling and affine kept), from the [`slab_range`]s of each channel in turn, in the
+/// file's byte order.
+pub fn slab_volume(
+    h: &Header,
+    depth: usize,
+    channels: usize,
+    bytes: &[u8],
+) -> Result<Volume, VolumeError> {
     let [x, y, _] = h.spatial;
-    let n = x * y;
+    let n = x * y * depth * channels;
     if bytes.len() != n * h.dtype.size() {
         return Err(VolumeError::Truncated(format!(
-            "a plane of {x}x{y} voxels needs {} bytes, {} were read",
+            "a slab of {x}x{y}x{depth}x{channels} voxels needs {} bytes, {} were read",
             n * h.dtype.size(),
             bytes.len()
         )));
@@ -231,8 +238,8 @@ pub fn plane_volume(h: &Header, bytes: &[u8]) -> Result<Volume, VolumeError> {
         Dtype::F64 => typed!(f64, F64),
     };
     let header = Header {
-        spatial: [x, y, 1],
-        channels: 1,
+        spatial: [x, y, depth],
+        channels,
         ..h.clone()
     };
     Ok(Volume { header, voxels })

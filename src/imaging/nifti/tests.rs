@@ -124,14 +124,14 @@ fn big_endian_and_scaling() {
     assert_eq!(v.voxels, Voxels::I16(vec![300, -5].into()));
     assert_eq!((v.header.scl_slope, v.header.scl_inter), (2.0, -1.0));
     // A plane read from its byte range is swapped the same way.
-    let r = plane_range(&v.header, 0, 0);
-    let p = plane_volume(&v.header, &b[r.start as usize..r.end as usize]).unwrap();
+    let r = slab_range(&v.header, 0..1, 0);
+    let p = slab_volume(&v.header, 1, 1, &b[r.start as usize..r.end as usize]).unwrap();
     assert_eq!(p.voxels, v.voxels);
     assert_eq!(p.header.spatial, [2, 1, 1]);
 }
 
 #[test]
-fn planes_from_byte_ranges_equal_the_decoded_planes() {
+fn slabs_from_byte_ranges_equal_the_decoded_planes() {
     // 3x2 planes, 4 deep, 2 channels: plane (z, c) holds 100 * c + 10 * z + i.
     let (x, y, z, c) = (3usize, 2usize, 4usize, 2usize);
     let vals: Vec<f32> = (0..c)
@@ -144,15 +144,29 @@ fn planes_from_byte_ranges_equal_the_decoded_planes() {
     let h = read_header(&file).unwrap();
     for ch in 0..c {
         for k in 0..z {
-            let r = plane_range(&h, k, ch);
-            let p = plane_volume(&h, &file[r.start as usize..r.end as usize]).unwrap();
+            let r = slab_range(&h, k..k + 1, ch);
+            let p = slab_volume(&h, 1, 1, &file[r.start as usize..r.end as usize]).unwrap();
             let want: Vec<f32> = (0..x * y).map(|i| (100 * ch + 10 * k + i) as f32).collect();
             assert_eq!(p.voxels, Voxels::F32(want.into()), "z {k} channel {ch}");
             assert_eq!((p.header.spatial, p.header.channels), ([x, y, 1], 1));
         }
     }
-    let r = plane_range(&h, 0, 0);
-    assert!(plane_volume(&h, &file[r.start as usize..r.end as usize - 1]).is_err());
+    let r = slab_range(&h, 0..1, 0);
+    assert!(slab_volume(&h, 1, 1, &file[r.start as usize..r.end as usize - 1]).is_err());
+    // Planes 1..3 of both channels: the two channels' ranges one after the other.
+    let mut both = Vec::new();
+    for ch in 0..c {
+        let r = slab_range(&h, 1..3, ch);
+        both.extend_from_slice(&file[r.start as usize..r.end as usize]);
+    }
+    let s = slab_volume(&h, 2, 2, &both).unwrap();
+    let want: Vec<f32> = (0..c)
+        .flat_map(|ch| {
+            (1..3).flat_map(move |k| (0..x * y).map(move |i| (100 * ch + 10 * k + i) as f32))
+        })
+        .collect();
+    assert_eq!(s.voxels, Voxels::F32(want.into()));
+    assert_eq!((s.header.spatial, s.header.channels), ([x, y, 2], 2));
 }
 
 /// The little-endian bytes of a list of numbers of one type.
