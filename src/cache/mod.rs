@@ -54,6 +54,11 @@ impl Canonical for &str {
     }
 }
 
+/// Part of every ETag: changed whenever an encoder writes other bytes for the same result (the
+/// PNG deflate settings), so that an ETag a client holds never confirms bytes it does not
+/// have. 2: PNG at zlib level 3 (was fdeflate).
+pub const BODY_REVISION: &str = "body-revision-2";
+
 /// The stages whose results are cached (or, for responses, whose ETags are derived).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
@@ -129,7 +134,7 @@ impl CacheKey {
     /// A strong HTTP ETag for this result sent as `format`, plus our version so a new release
     /// never reuses an old tag.
     pub fn etag(&self, format: &str) -> String {
-        // FNV-1a of `stable_text() + U+001F + format`, fed part by part: every warm request
+        // FNV-1a of `stable_text() + U+001F + format + U+001F + BODY_REVISION`, fed part by part: every warm request
         // computes its ETag, and building the text first was an allocation and a copy each.
         let mut h = Fnv(FNV_OFFSET);
         h.write(env!("CARGO_PKG_VERSION").as_bytes());
@@ -144,6 +149,7 @@ impl CacheKey {
         }
         part(&self.transform);
         part(format);
+        part(BODY_REVISION);
         format!("\"{:016x}\"", h.0)
     }
 
@@ -549,7 +555,7 @@ mod tests {
     fn etags_hash_the_stable_text_and_the_format() {
         let (a, b) = (obj("a.png", "1"), obj("m.nii.gz", "7"));
         let key = CacheKey::new(Stage::Image, [&a, &b], &T("resize(64,64)"));
-        let text = format!("{}\u{1f}npy", key.stable_text());
+        let text = format!("{}\u{1f}npy\u{1f}{BODY_REVISION}", key.stable_text());
         assert_eq!(
             key.etag("npy"),
             format!("\"{:016x}\"", fnv1a(text.as_bytes()))

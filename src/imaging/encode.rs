@@ -368,7 +368,12 @@ pub(crate) fn png_bytes(
         let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
         enc.set_color(color);
         enc.set_depth(png::BitDepth::Eight);
-        enc.set_compression(png::Compression::Fast);
+        // zlib level 3 with adaptive filters, measured on the sample CT's 512x512 slices:
+        // 76 KB gray / 113 KB overlay in 2.3 / 3.1 ms, against fdeflate's (`Fast`) 85 KB /
+        // 248 KB in 0.4 / 1.4 ms. Bodies are cached and sent many times, so bytes win; level
+        // 6 gained under 1% more for twice the time. Changing this changes body bytes:
+        // bump `cache::BODY_REVISION`.
+        enc.set_deflate_compression(png::DeflateCompression::Level(3));
         let mut wr = enc.write_header().map_err(|e| EncodeError(e.to_string()))?;
         wr.write_image_data(pixels)
             .map_err(|e| EncodeError(e.to_string()))?;
