@@ -131,6 +131,7 @@ row "resize trilinear -> 128x128x64" "$(ms "$linear")"
 row "label nearest -> 128x128x64" "$(ms "$label")"
 row "axial slice -> PNG" "$(ms "$slice")"
 row "one axial slab read through the seek index" "$(ms "$slab")"
+row "  / decode (what a slice of an evicted volume cost before)" "$(calc "s / d" "s=$slab" "d=$decode")"
 row "monai pipeline, ${threads:-?} threads / 1 thread" "$(ms "$monai_def") / $(ms "$monai_1")"
 row "nibabel load + get_fdata" "$(ms "$nib")"
 if [[ -n $monai ]]; then

@@ -6,7 +6,9 @@
 #      file, with its ratio table (scripts/bench-volume.sh; MONAI_PYTHON names the venv);
 #   2. 2D: `cargo bench --bench pipeline` (decode, chain, encoders) and its ratio table;
 #   3. HTTP: scripts/load.sh (wrk against the release binary, every row as a ratio to the same
-#      server's /healthz, the cold CT request timed on its own).
+#      server's /healthz, the cold CT request timed on its own);
+#   4. slab reads: scripts/bench-slab.sh (slices of a volume that is not decoded, read by byte
+#      range, against the full decode; time and bytes read per request).
 # Then the three tables again, together. Nothing is asserted: the numbers are for reading
 # (docs/PERFORMANCE.md keeps the table of each measured commit). About 15 minutes on 2 cores;
 # run it on an otherwise idle machine (the load average is printed before each part).
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-parts=${BENCH_PARTS:-volume 2d http}
+parts=${BENCH_PARTS:-volume 2d http slab}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 load() { uptime | sed 's/.*load average/load average/'; }
@@ -29,7 +31,8 @@ for part in $parts; do
     volume) scripts/bench-volume.sh 2>&1 | tee "$out/volume.txt" ;;
     2d) cargo bench --bench pipeline 2>&1 | tee "$out/2d.txt" ;;
     http) scripts/load.sh 2>&1 | tee "$out/http.txt" ;;
-    *) echo "unknown part '$part' (volume, 2d, http)" >&2; exit 2 ;;
+    slab) scripts/bench-slab.sh 2>&1 | tee "$out/slab.txt" ;;
+    *) echo "unknown part '$part' (volume, 2d, http, slab)" >&2; exit 2 ;;
     esac
 done
 
@@ -46,4 +49,8 @@ fi
 if [[ -f $out/http.txt ]]; then
     echo "-- HTTP (ratios to /healthz)"
     sed -n '/^medserve load test/,$p' "$out/http.txt"
+fi
+if [[ -f $out/slab.txt ]]; then
+    echo "-- slab reads"
+    sed -n '/^slab reads/,$p' "$out/slab.txt"
 fi

@@ -11,11 +11,8 @@ use std::time::Duration;
 
 use axum::Router;
 use common::{get, metric, sample_dir};
-use medserve::cache::disk::DiskCache;
-use medserve::catalog::CatalogFile;
-use medserve::config::Limits;
+use medserve::AppState;
 use medserve::store::LocalStore;
-use medserve::{AppState, HttpOptions, build_router, state_for_store};
 
 const SPLEEN: &str = "/v1/datasets/Task09_Spleen/splits/train/items/spleen_10";
 const BRATS: &str = "/v1/datasets/Task01_BrainTumour/splits/train/items/BRATS_001";
@@ -27,23 +24,7 @@ fn app(disk: Option<&Path>) -> Router {
 
 fn app_state(disk: Option<&Path>) -> (Router, AppState) {
     let store = LocalStore::new(sample_dir()).expect("store");
-    let mut s = state_for_store(
-        Arc::new(store),
-        Limits::default(),
-        64 << 20,
-        Duration::from_secs(300),
-        CatalogFile {
-            discover: true,
-            ..Default::default()
-        },
-        2,
-    );
-    if let Some(dir) = disk {
-        s.pipeline = s
-            .pipeline
-            .with_disk_cache(Arc::new(DiskCache::open(dir, 1 << 30).expect("disk cache")));
-    }
-    (build_router(s.clone(), &HttpOptions::default()), s)
+    common::app_with(Arc::new(store), 64 << 20, disk)
 }
 
 /// Waits (bounded) until the background writes have reached `n`.

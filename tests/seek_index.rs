@@ -12,11 +12,8 @@ use std::time::Duration;
 
 use axum::Router;
 use common::{get, metric};
-use medserve::cache::disk::DiskCache;
-use medserve::catalog::CatalogFile;
-use medserve::config::Limits;
+use medserve::AppState;
 use medserve::store::LocalStore;
-use medserve::{AppState, HttpOptions, build_router, state_for_store};
 
 const ITEM: &str = "/v1/datasets/big/splits/train/items/s1";
 
@@ -49,23 +46,7 @@ fn write_volume(dir: &Path) {
 }
 
 fn app(data: &Path, disk: Option<&Path>) -> (Router, AppState) {
-    let mut s = state_for_store(
-        Arc::new(LocalStore::new(data).unwrap()),
-        Limits::default(),
-        256 << 20,
-        Duration::from_secs(300),
-        CatalogFile {
-            discover: true,
-            ..Default::default()
-        },
-        2,
-    );
-    if let Some(d) = disk {
-        s.pipeline = s
-            .pipeline
-            .with_disk_cache(Arc::new(DiskCache::open(d, 1 << 30).unwrap()));
-    }
-    (build_router(s.clone(), &HttpOptions::default()), s)
+    common::app_with(Arc::new(LocalStore::new(data).unwrap()), 256 << 20, disk)
 }
 
 async fn body(app: &Router, uri: &str) -> Vec<u8> {

@@ -10,16 +10,13 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use common::s3::{s3_store, sdk_client, start_s3, upload};
 use common::{get, metric, parse_npy};
-use medserve::catalog::CatalogFile;
-use medserve::config::Limits;
+use medserve::AppState;
 use medserve::imaging::gzindex::{GzIndex, inflate_indexed};
 use medserve::store::{LocalStore, ObjectStore};
-use medserve::{AppState, HttpOptions, build_router, state_for_store};
 
 const DIMS: [usize; 3] = [256, 256, 128];
 const BIG: &str = "/v1/datasets/big/splits/train/items/s1";
@@ -77,18 +74,7 @@ fn write_data(dir: &Path) -> Vec<u8> {
 }
 
 fn app_over(store: Arc<dyn ObjectStore>) -> (Router, AppState) {
-    let s = state_for_store(
-        store,
-        Limits::default(),
-        256 << 20,
-        Duration::from_secs(300),
-        CatalogFile {
-            discover: true,
-            ..Default::default()
-        },
-        2,
-    );
-    (build_router(s.clone(), &HttpOptions::default()), s)
+    common::app_with(store, 256 << 20, None)
 }
 
 fn local(dir: &Path) -> (Router, AppState) {

@@ -56,7 +56,7 @@ impl Canonical for &str {
 
 /// Part of every ETag: changed whenever an encoder writes other bytes for the same result (the
 /// PNG deflate settings), so that an ETag a client holds never confirms bytes it does not
-/// have. 2: PNG at zlib level 3 (was fdeflate).
+/// have. 2: PNGs of 128x128 pixels or more at zlib level 3 (was fdeflate).
 pub const BODY_REVISION: &str = "body-revision-2";
 
 /// The stages whose results are cached (or, for responses, whose ETags are derived).

@@ -357,6 +357,9 @@ impl NpzBuilder {
     }
 }
 
+/// From this many pixels on, a PNG is deflated for size rather than speed.
+const LARGE_PNG_PIXELS: usize = 128 * 128;
+
 pub(crate) fn png_bytes(
     w: usize,
     h: usize,
@@ -368,12 +371,18 @@ pub(crate) fn png_bytes(
         let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
         enc.set_color(color);
         enc.set_depth(png::BitDepth::Eight);
-        // zlib level 3 with adaptive filters, measured on the sample CT's 512x512 slices:
-        // 76 KB gray / 113 KB overlay in 2.3 / 3.1 ms, against fdeflate's (`Fast`) 85 KB /
-        // 248 KB in 0.4 / 1.4 ms. Bodies are cached and sent many times, so bytes win; level
-        // 6 gained under 1% more for twice the time. Changing this changes body bytes:
-        // bump `cache::BODY_REVISION`.
-        enc.set_deflate_compression(png::DeflateCompression::Level(3));
+        // Large images (slices, montages): zlib level 3 with adaptive filters. On the sample
+        // CT's 512x512 slices: 76 KB gray / 113 KB overlay in 2.3 / 3.1 ms, against fdeflate's
+        // (`Fast`) 85 KB / 248 KB in 0.4 / 1.4 ms; bodies are cached and sent many times, so
+        // bytes win (level 6 gained under 1% more for twice the time). Small images (MedNIST's
+        // 64x64): fdeflate, where zlib's setup alone doubled the encode (35 -> 65 us) for a
+        // body a few hundred bytes smaller. Changing this changes body bytes: bump
+        // `cache::BODY_REVISION`.
+        if w * h >= LARGE_PNG_PIXELS {
+            enc.set_deflate_compression(png::DeflateCompression::Level(3));
+        } else {
+            enc.set_compression(png::Compression::Fast);
+        }
         let mut wr = enc.write_header().map_err(|e| EncodeError(e.to_string()))?;
         wr.write_image_data(pixels)
             .map_err(|e| EncodeError(e.to_string()))?;

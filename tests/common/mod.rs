@@ -67,6 +67,31 @@ pub fn app_on(dir: &Path) -> (Router, AppState) {
     (build_router(s.clone(), &HttpOptions::default()), s)
 }
 
+/// The app over `store` with a cache of `cache_bytes` and, when `disk` is given, a 1 GiB disk
+/// tier there.
+pub fn app_with(
+    store: Arc<dyn ObjectStore>,
+    cache_bytes: u64,
+    disk: Option<&Path>,
+) -> (Router, AppState) {
+    let mut s = state_for_store(
+        store,
+        Limits::default(),
+        cache_bytes,
+        Duration::from_secs(300),
+        CatalogFile {
+            discover: true,
+            ..Default::default()
+        },
+        2,
+    );
+    if let Some(dir) = disk {
+        let tier = medserve::cache::disk::DiskCache::open(dir, 1 << 30).expect("disk cache");
+        s.pipeline = s.pipeline.with_disk_cache(Arc::new(tier));
+    }
+    (build_router(s.clone(), &HttpOptions::default()), s)
+}
+
 /// A response, read whole.
 pub struct Resp {
     pub status: StatusCode,
