@@ -6,7 +6,7 @@
 //! - `volume.rs`: NIfTI objects decoded (streamed from the store), the 3D chain, masks, and
 //!   whole-volume responses.
 //! - `slice.rs`: one plane of a volume rendered for eyes or programs.
-//! - `patch.rs`: patches sampled around foreground/background voxels (MONAI
+//! - `patch/`: patches sampled around foreground/background voxels (MONAI
 //!   `RandCropByPosNegLabeld`), with the index lists they are drawn from cached.
 //! - `augment.rs`: seeded random transforms, drawn as a pure function of the request.
 //! - `batch.rs`: the epoch's order, the plan's batches, a batch stacked into one `.npz`.

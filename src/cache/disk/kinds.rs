@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use super::OnDisk;
 use crate::imaging::gzindex::GzIndex;
-use crate::imaging::nifti::{Dtype, Header, SharedBytes, Volume, VoxelBuf, Voxels};
+use crate::imaging::nifti::{Header, SharedBytes, Volume, VoxelBuf, Voxels};
 use crate::imaging::patch::FgBgIndices;
 use crate::imaging::stats::{DecodedVolume, VolumeFacts};
 
@@ -50,18 +50,7 @@ impl OnDisk for Volume {
                 Voxels::$variant(VoxelBuf::<$t>::view(shared, start, n).map_err(|e| e.to_string())?)
             };
         }
-        let voxels = match d.header.dtype {
-            Dtype::U8 => view!(u8, U8),
-            Dtype::I8 => view!(i8, I8),
-            Dtype::I16 => view!(i16, I16),
-            Dtype::U16 => view!(u16, U16),
-            Dtype::I32 => view!(i32, I32),
-            Dtype::U32 => view!(u32, U32),
-            Dtype::I64 => view!(i64, I64),
-            Dtype::U64 => view!(u64, U64),
-            Dtype::F32 => view!(f32, F32),
-            Dtype::F64 => view!(f64, F64),
-        };
+        let voxels = crate::match_dtype!(d.header.dtype, view);
         Ok(Volume {
             header: d.header,
             voxels,

@@ -195,6 +195,26 @@ pub enum Voxels {
     F64(VoxelBuf<f64>),
 }
 
+/// `$m!(T, Variant)` for the stored type `$dtype` (a [`Dtype`]) names: the one list of the
+/// types every typed read dispatches on (`$m` is a macro of the caller's).
+#[macro_export]
+macro_rules! match_dtype {
+    ($dtype:expr, $m:ident) => {
+        match $dtype {
+            $crate::imaging::nifti::Dtype::U8 => $m!(u8, U8),
+            $crate::imaging::nifti::Dtype::I8 => $m!(i8, I8),
+            $crate::imaging::nifti::Dtype::I16 => $m!(i16, I16),
+            $crate::imaging::nifti::Dtype::U16 => $m!(u16, U16),
+            $crate::imaging::nifti::Dtype::I32 => $m!(i32, I32),
+            $crate::imaging::nifti::Dtype::U32 => $m!(u32, U32),
+            $crate::imaging::nifti::Dtype::I64 => $m!(i64, I64),
+            $crate::imaging::nifti::Dtype::U64 => $m!(u64, U64),
+            $crate::imaging::nifti::Dtype::F32 => $m!(f32, F32),
+            $crate::imaging::nifti::Dtype::F64 => $m!(f64, F64),
+        }
+    };
+}
+
 /// Runs `$body` with `$v` bound to the typed `Vec` inside a [`Voxels`].
 #[macro_export]
 macro_rules! with_voxels {

@@ -7,7 +7,7 @@ use std::io::{BufRead, Read};
 use crate::imaging::gzindex::{self, GzIndex};
 use crate::imaging::gzip::{self, GzDecoder};
 
-use super::{Dtype, Header, Volume, VolumeError, VolumeLimits, Voxels, header, io_error};
+use super::{Header, Volume, VolumeError, VolumeLimits, Voxels, header, io_error};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -128,18 +128,7 @@ fn decode_whole_gz(
             Voxels::$variant(v.into())
         }};
     }
-    let voxels = match header.dtype {
-        Dtype::U8 => read_whole!(u8, U8),
-        Dtype::I8 => read_whole!(i8, I8),
-        Dtype::I16 => read_whole!(i16, I16),
-        Dtype::U16 => read_whole!(u16, U16),
-        Dtype::I32 => read_whole!(i32, I32),
-        Dtype::U32 => read_whole!(u32, U32),
-        Dtype::I64 => read_whole!(i64, I64),
-        Dtype::U64 => read_whole!(u64, U64),
-        Dtype::F32 => read_whole!(f32, F32),
-        Dtype::F64 => read_whole!(f64, F64),
-    };
+    let voxels = crate::match_dtype!(header.dtype, read_whole);
     Ok(Some((Volume { header, voxels }, index)))
 }
 
@@ -171,18 +160,7 @@ fn decode_from<R: Read>(r: &mut R, limits: &VolumeLimits) -> Result<Volume, Volu
             Voxels::$variant(v.into())
         }};
     }
-    let voxels = match header.dtype {
-        Dtype::U8 => read_typed!(u8, U8),
-        Dtype::I8 => read_typed!(i8, I8),
-        Dtype::I16 => read_typed!(i16, I16),
-        Dtype::U16 => read_typed!(u16, U16),
-        Dtype::I32 => read_typed!(i32, I32),
-        Dtype::U32 => read_typed!(u32, U32),
-        Dtype::I64 => read_typed!(i64, I64),
-        Dtype::U64 => read_typed!(u64, U64),
-        Dtype::F32 => read_typed!(f32, F32),
-        Dtype::F64 => read_typed!(f64, F64),
-    };
+    let voxels = crate::match_dtype!(header.dtype, read_typed);
     Ok(Volume { header, voxels })
 }
 
@@ -225,18 +203,7 @@ pub fn slab_volume(
             Voxels::$variant(v.into())
         }};
     }
-    let voxels = match h.dtype {
-        Dtype::U8 => typed!(u8, U8),
-        Dtype::I8 => typed!(i8, I8),
-        Dtype::I16 => typed!(i16, I16),
-        Dtype::U16 => typed!(u16, U16),
-        Dtype::I32 => typed!(i32, I32),
-        Dtype::U32 => typed!(u32, U32),
-        Dtype::I64 => typed!(i64, I64),
-        Dtype::U64 => typed!(u64, U64),
-        Dtype::F32 => typed!(f32, F32),
-        Dtype::F64 => typed!(f64, F64),
-    };
+    let voxels = crate::match_dtype!(h.dtype, typed);
     let header = Header {
         spatial: [x, y, depth],
         channels,
