@@ -28,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STAGES=(fmt clippy containers test readme python client browser schemathesis load fuzz)
+STAGES=(fmt clippy containers test readme python client browser schemathesis load scale fuzz)
 QUICK=(fmt clippy test)
 declare -A ABOUT=(
     [fmt]="cargo fmt --check: the crate and fuzz/fuzz_targets"
@@ -41,6 +41,7 @@ declare -A ABOUT=(
     [browser]="headless Chromium: CORS reads, the exploration page clicked through (check-browser.sh)"
     [schemathesis]="schemathesis: openapi.yaml against the release binary (check-schemathesis.sh)"
     [load]="60 s mixed load on the release binary, 0 errors, bounded RSS (scripts/load-mix.sh)"
+    [scale]="3 replicas behind nginx hashing on the item: affinity, kill -9 failover, restart (check-scale.sh)"
     [fuzz]="cargo-fuzz, ASan build in fuzz/, FUZZ_SECONDS (60) per target (scripts/fuzz.sh)"
 )
 
@@ -75,6 +76,7 @@ stage_client() { scripts/check-client.sh; }
 stage_browser() { scripts/check-browser.sh; }
 stage_schemathesis() { scripts/check-schemathesis.sh; }
 stage_load() { scripts/load-mix.sh; }
+stage_scale() { scripts/check-scale.sh; }
 stage_fuzz() { scripts/fuzz.sh; }
 
 # count STAGE LOG: prints "PASSED FAILED" as the stage's log states them, or nothing.
