@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -263,14 +264,21 @@ def main() -> int:
 
     work = tempfile.mkdtemp(prefix="medserve-scale-")
     procs: list = []
-    try:
-        # (a) cache affinity: hash on the item, against round robin.
-        replicas = [Replica(args.bin, args.data, work, f"r{i}", args.cache_mb) for i in range(3)]
+
+    def cluster(prefix: str, balance: str) -> tuple[list[Replica], Nginx]:
+        """Three fresh replicas and nginx in front of them."""
+        replicas = [Replica(args.bin, args.data, work, f"{prefix}{i}", args.cache_mb)
+                    for i in range(3)]
         for r in replicas:
             r.start()
             procs.append(r)
-        nginx = Nginx(work, replicas, "hash $medserve_item consistent;")
-        procs.append(nginx)
+        balancer = Nginx(work, replicas, balance)
+        procs.append(balancer)
+        return replicas, balancer
+
+    try:
+        # (a) cache affinity: hash on the item, against round robin.
+        replicas, nginx = cluster("r", "hash $medserve_item consistent;")
         paths = workload(nginx.url)
         keys = {item_key(p) for p in paths}
         print(f"workload: {len(paths)} image and slice requests over {len(keys)} items")
@@ -324,16 +332,10 @@ def main() -> int:
               f"to their first replica again")
 
         # Round robin over three fresh replicas, for the comparison.
-        nginx.stop()
-        for r in replicas:
-            r.stop()
+        for p in reversed(procs):
+            p.stop()
         procs.clear()
-        fresh = [Replica(args.bin, args.data, work, f"rr{i}", args.cache_mb) for i in range(3)]
-        for r in fresh:
-            r.start()
-            procs.append(r)
-        rr = Nginx(work, fresh, "")
-        procs.append(rr)
+        fresh, rr = cluster("rr", "")
         _, _, rr_hit = two_passes(rr.url, paths, fresh, seed=1)
         check(rr_hit < hit, f"round robin: second-pass hit ratio {rr_hit:.3f} "
                             f"(hashing {hit:.3f})")
@@ -344,6 +346,10 @@ def main() -> int:
         for p in reversed(procs):
             p.stop()
     passed = sum(ok for ok, _ in results)
+    if passed == len(results):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"logs of the replicas and nginx: {work}")
     print(f"scale checks: {passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) else 1
 
