@@ -7,7 +7,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use common::{get, metric, sample_dir};
@@ -25,17 +24,6 @@ fn app(disk: Option<&Path>) -> Router {
 fn app_state(disk: Option<&Path>) -> (Router, AppState) {
     let store = LocalStore::new(sample_dir()).expect("store");
     common::app_with(Arc::new(store), 64 << 20, disk)
-}
-
-/// Waits (bounded) until the background writes have reached `n`.
-async fn writes_reach(app: &Router, n: u64) {
-    for _ in 0..400 {
-        if metric(app, "medserve_disk_cache_writes_total").await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the disk tier never reached {n} writes");
 }
 
 fn entries(dir: &Path) -> Vec<PathBuf> {
@@ -71,7 +59,7 @@ async fn volumes_out_of_memory_come_back_from_disk_equal() {
     let first = body(&tiered, &format!("{SPLEEN}{}", REQUESTS[0])).await;
     let brats = body(&tiered, &format!("{BRATS}/volume?size=16,16,8&format=npy")).await;
     assert_eq!(metric(&tiered, "medserve_decode_total").await, 3);
-    writes_reach(&tiered, 3).await;
+    common::disk_writes_reach(&tiered, 3).await;
     assert_eq!(entries(dir.path()).len(), 3);
 
     // Memory emptied before each request: each needs the volumes again, and gets them from
@@ -116,7 +104,7 @@ async fn damaged_entries_are_dropped_and_decoded_again() {
     let uri = format!("{BRATS}/volume?size=16,16,8&format=npy");
     let want = body(&plain, &uri).await;
     assert_eq!(body(&tiered, &uri).await, want);
-    writes_reach(&tiered, 1).await;
+    common::disk_writes_reach(&tiered, 1).await;
     for (round, damage) in ["flip a voxel byte", "truncate", "empty", "garbage header"]
         .into_iter()
         .enumerate()
@@ -147,7 +135,7 @@ async fn damaged_entries_are_dropped_and_decoded_again() {
             "{damage}"
         );
         // ... and written again, whole.
-        writes_reach(&tiered, round + 2).await;
+        common::disk_writes_reach(&tiered, round + 2).await;
     }
     state.pipeline.cache().clear().await;
     assert_eq!(body(&tiered, &uri).await, want);
@@ -167,7 +155,7 @@ async fn patch_index_lists_come_back_from_disk() {
         1
     );
     // The volume, its mask and the index lists.
-    writes_reach(&tiered, 3).await;
+    common::disk_writes_reach(&tiered, 3).await;
     for seed in [2, 3] {
         state.pipeline.cache().clear().await;
         assert_eq!(

@@ -8,7 +8,6 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use common::{get, metric};
@@ -89,29 +88,19 @@ async fn the_index_lives_in_the_disk_tier_too() {
     let (app1, state1) = app(data.path(), Some(disk.path()));
     let first = body(&app1, &uri).await;
     // A second decode (the volume entry on disk removed, memory emptied) records the index.
-    wait_writes(&app1, 1).await;
+    common::disk_writes_reach(&app1, 1).await;
     remove_biggest(disk.path());
     state1.pipeline.cache().clear().await;
     assert_eq!(body(&app1, &uri).await, first);
     assert_eq!(metric(&app1, "medserve_gzip_indexes_built_total").await, 1);
     // The volume (again) and its index, written in the background.
-    wait_writes(&app1, 3).await;
+    common::disk_writes_reach(&app1, 3).await;
     // Without the volume entry, a restarted server decodes again, from the index on disk.
     remove_biggest(disk.path());
     let (app2, _) = app(data.path(), Some(disk.path()));
     assert_eq!(body(&app2, &uri).await, first);
     assert_eq!(metric(&app2, "medserve_parallel_decodes_total").await, 1);
     assert_eq!(metric(&app2, "medserve_gzip_indexes_built_total").await, 0);
-}
-
-async fn wait_writes(app: &Router, n: u64) {
-    for _ in 0..400 {
-        if metric(app, "medserve_disk_cache_writes_total").await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the disk tier never reached {n} writes");
 }
 
 /// Deletes the largest disk entry: the decoded volume.

@@ -81,6 +81,21 @@ fn local(dir: &Path) -> (Router, AppState) {
     app_over(Arc::new(LocalStore::new(dir).unwrap()))
 }
 
+/// Uploads the files of one subject folder below `data` (and nothing else) to the S3 server.
+async fn upload_subject(endpoint: &str, data: &Path, subject: &str) {
+    let only = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(data.join(subject)).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().into_string().unwrap();
+        common::put(
+            only.path(),
+            &format!("{subject}/{name}"),
+            &std::fs::read(e.path()).unwrap(),
+        );
+    }
+    upload(&sdk_client(endpoint), only.path(), "").await;
+}
+
 /// Body and ETag of a 200.
 async fn fetch(app: &Router, uri: &str) -> (Vec<u8>, String) {
     let r = get(app, uri).await;
@@ -221,16 +236,7 @@ async fn an_uncompressed_volume_on_s3_is_two_ranged_gets_per_axial_slice() {
     let data = tempfile::tempdir().unwrap();
     write_data(data.path());
     let server = start_s3().await;
-    let raw = tempfile::tempdir().unwrap();
-    for f in ["img.nii", "label.nii"] {
-        let from = data.path().join("raw/train/s1").join(f);
-        common::put(
-            raw.path(),
-            &format!("raw/train/s1/{f}"),
-            &std::fs::read(from).unwrap(),
-        );
-    }
-    upload(&sdk_client(&server.endpoint), raw.path(), "").await;
+    upload_subject(&server.endpoint, data.path(), "raw/train/s1").await;
     let (app, _) = app_over(Arc::new(s3_store(&server.endpoint, "").await));
     let q = "axis=2&index=5&format=npy";
     let answer = fetch(&app, &format!("{RAW}/slice?{q}")).await;
@@ -357,16 +363,7 @@ async fn an_index_is_recorded_on_s3_too_and_slices_then_read_one_span() {
     let data = tempfile::tempdir().unwrap();
     let big = write_data(data.path());
     let server = start_s3().await;
-    let only = tempfile::tempdir().unwrap();
-    for f in ["img.nii.gz", "label.nii.gz"] {
-        let from = data.path().join("big/train/s1").join(f);
-        common::put(
-            only.path(),
-            &format!("big/train/s1/{f}"),
-            &std::fs::read(from).unwrap(),
-        );
-    }
-    upload(&sdk_client(&server.endpoint), only.path(), "").await;
+    upload_subject(&server.endpoint, data.path(), "big/train/s1").await;
     let (app, state) = app_over(Arc::new(s3_store(&server.endpoint, "").await));
     // The first decode streams; the second (the volume left memory) reads whole and records
     // the index.

@@ -183,6 +183,17 @@ pub async fn metric(app: &Router, name: &str) -> u64 {
     metric_in(&get(app, "/metrics").await.body, name)
 }
 
+/// Waits (bounded: 10 s) until the disk tier's background writes have reached `n`.
+pub async fn disk_writes_reach(app: &Router, n: u64) {
+    for _ in 0..400 {
+        if metric(app, "medserve_disk_cache_writes_total").await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the disk tier never reached {n} writes");
+}
+
 /// A counter's value in a `/metrics` text.
 pub fn metric_in(text: &[u8], name: &str) -> u64 {
     let text = String::from_utf8_lossy(text);
