@@ -5,7 +5,8 @@
 # the item metadata matches nibabel's header reading (tools/check_responses.py); and the gzip
 # seek index `medserve gzindex` writes equals indexed_gzip's (tools/check_gzidx.py). Python
 # packages come from tools/requirements-check.txt, installed into a venv under
-# target/py-check (created once, then reused). Only 127.0.0.1 is contacted by the checks.
+# target/py-check (created once, then reused). Then what `medserve export` writes, read by the
+# webdataset package and by tarfile + numpy (tools/check_export.py). Only 127.0.0.1 is contacted by the checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -31,9 +32,13 @@ fi
 # The gzip seek index: byte-identical to indexed_gzip's, and readable by it.
 "$venv/bin/python" tools/check_gzidx.py --bin "$bin" --work "$work/gzidx" --data "$work/data" \
   | tee "$work/gzidx.txt" || status=1
-# One closing line for the stage: both scripts' counts.
+# `medserve export`'s shards read by webdataset and tarfile + numpy, equal to the HTTP routes.
+"$venv/bin/python" tools/check_export.py --bin "$bin" --data "$work/data" --work "$work/export" \
+  --base "$MEDSERVE_URL" | tee "$work/export.txt" || status=1
+# One closing line for the stage: the scripts' counts.
 counts() { grep -E '^[^ ].*: [0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 | grep -oE '[0-9]+' ; }
 mapfile -t a < <(counts "$work/responses.txt")
 mapfile -t b < <(counts "$work/gzidx.txt")
-echo "python and gzip-index checks: $(( ${a[0]:-0} + ${b[0]:-0} )) passed, $(( ${a[1]:-1} + ${b[1]:-1} )) failed"
+mapfile -t c < <(counts "$work/export.txt")
+echo "python, gzip-index and export checks: $(( ${a[0]:-0} + ${b[0]:-0} + ${c[0]:-0} )) passed, $(( ${a[1]:-1} + ${b[1]:-1} + ${c[1]:-1} )) failed"
 exit "$status"

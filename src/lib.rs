@@ -17,6 +17,7 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod imaging;
 pub mod metrics;
 pub mod pipeline;
@@ -53,7 +54,21 @@ pub fn state_for_store(
 
 /// Opens the store the config names, generating sample data first when it names none.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    Ok(match &config.data {
+    open_root(
+        &config.data,
+        config.s3_endpoint.clone(),
+        config.s3_region.clone(),
+    )
+    .await
+}
+
+/// Opens a data root (a folder, S3, or generated sample data).
+pub async fn open_root(
+    data: &DataRoot,
+    endpoint: Option<String>,
+    region: Option<String>,
+) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    Ok(match data {
         DataRoot::Local(dir) => Arc::new(
             LocalStore::new(dir).map_err(|e| anyhow::anyhow!("--data {}: {e}", dir.display()))?,
         ),
@@ -75,8 +90,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>>
             S3Store::new(S3Options {
                 bucket: bucket.clone(),
                 prefix: prefix.clone(),
-                endpoint: config.s3_endpoint.clone(),
-                region: config.s3_region.clone(),
+                endpoint,
+                region,
                 credentials: None,
                 attempt_timeout: Duration::from_secs(20),
                 max_attempts: 3,

@@ -4,9 +4,8 @@ use clap::Parser;
 use medserve::config::{Cli, Command, Config, LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,aws=warn"));
+fn init_tracing(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let b = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => b.json().init(),
@@ -28,6 +27,41 @@ fn write_gzindex(
     let ix = gzindex::inflate_indexed(&gz, &mut data, spacing).map_err(|e| e.to_string())?;
     std::fs::write(out, ix.to_bytes()).map_err(|e| e.to_string())?;
     Ok(ix.points.len())
+}
+
+/// `medserve export`: runs the export and prints what it did.
+fn export(a: &medserve::config::ExportArgs) -> std::process::ExitCode {
+    // Its own progress lines say what happens; logs only for problems (RUST_LOG for more).
+    init_tracing(LogFormat::Text, "warn");
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("medserve: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(medserve::export::run_cli(a)) {
+        Ok(s) if a.dry_run => {
+            let _ = s;
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            println!(
+                "exported {} items to {}: {} shards written ({:.1} MB), {} kept, in {:.1} s",
+                s.items,
+                a.to,
+                s.shards_written,
+                s.bytes_written as f64 / 1e6,
+                s.shards_kept,
+                s.seconds
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("medserve export: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +107,7 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
+        Some(Command::Export(a)) => return export(&a),
         Some(Command::Serve(a)) => *a,
         None => ServeArgs::parse_default(),
     };
@@ -85,7 +120,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format);
+    init_tracing(config.log_format, "info,tower_http=info,aws=warn");
     tracing::info!(?config, "effective configuration");
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

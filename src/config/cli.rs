@@ -34,6 +34,10 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         mednist_items: Option<usize>,
     },
+    /// Preprocess a dataset once: every item through the chain into WebDataset tar shards
+    /// (`<id>.image.npy`, `<id>.cls` or `<id>.label.npy`, `<id>.json`) per split, plus
+    /// `manifest.json`; resumable, and servable by `serve` as a `processed` dataset.
+    Export(Box<ExportArgs>),
     /// Build a seek index of a gzip file (e.g. a `.nii.gz`) in indexed_gzip's GZIDX format,
     /// which indexed_gzip and rapidgzip import, and exit.
     Gzindex {
@@ -45,6 +49,53 @@ pub enum Command {
         #[arg(long, default_value_t = 4 << 20)]
         spacing: u32,
     },
+}
+
+/// Flags of `medserve export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Source data root: a folder, or s3://bucket/prefix.
+    #[arg(long, env = "MEDSERVE_DATA")]
+    pub data: String,
+    /// Destination: a folder (created if missing) or s3://bucket/prefix, the export's root.
+    #[arg(long)]
+    pub to: String,
+    /// The dataset to export; may be left out when the source holds exactly one.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Splits to export, comma-separated; default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub splits: Vec<String>,
+    /// Chain parameters, each NAME=VALUE exactly as the HTTP query spells them: 2D as the image
+    /// route (size=64,64 mode=area scale=minmax channels palette flip rotate), 3D as the
+    /// volume route (size=96,96,96 mode a_min a_max b_min b_max clip scale part labels binary
+    /// flip). Random transforms stay on the fly.
+    #[arg(value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Shard size to aim for, in MiB (items are not split across shards).
+    #[arg(long, default_value_t = 256)]
+    pub shard_mb: u64,
+    /// Seed of the shuffled order items are written in.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print what would be written (and what kept) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Overwrite a complete export at the destination made with another chain or order.
+    #[arg(long)]
+    pub replace: bool,
+    /// S3 endpoint URL for MinIO or another S3-protocol server (source and destination).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region; unset: from the AWS environment, else us-east-1.
+    #[arg(long, env = "MEDSERVE_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Items computed at once; 0 = one per CPU core.
+    #[arg(long, env = "MEDSERVE_CPU_WORKERS", default_value_t = 0)]
+    pub cpu_workers: usize,
+    /// Memory for decoded arrays while exporting, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub cache_mb: u64,
 }
 
 /// Flags of `medserve serve`.

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cli::{Cli, Command, ServeArgs};
+pub use cli::{Cli, Command, ExportArgs, ServeArgs};
 pub use limits::{ConnLimits, Limits};
 
 /// Where the data lives.

@@ -94,7 +94,19 @@ pub trait ObjectStore: Send + Sync + Debug {
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Writes `body` as the object `key` (replacing any), visible under its key only once
+    /// complete: a local file is written under a hidden temporary name in the same folder and
+    /// renamed; S3 shows an object only when its PUT (or, past [`MULTIPART_FROM`], its
+    /// multipart upload) completes. Only `medserve export` writes; the server never does.
+    async fn put(&self, key: &str, body: Bytes) -> Result<ObjectMeta, StoreError>;
 }
+
+/// Bodies of this size or more go to S3 as a multipart upload of [`PART_BYTES`] parts.
+pub const MULTIPART_FROM: usize = 32 << 20;
+/// Size of one part of a multipart upload (S3 allows 5 MiB to 5 GiB, at most 10,000 parts:
+/// 16 MiB parts reach 156 GiB).
+pub const PART_BYTES: usize = 16 << 20;
 
 /// A blocking reader of one object's bytes.
 pub type ObjectReader = Box<dyn ObjectRead>;

@@ -19,8 +19,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    LimitedReader, ObjectMeta, ObjectRead, ObjectReader, ObjectStore, ReadFailure, StoreError,
-    WaitGuard, validate_key, validate_prefix,
+    LimitedReader, MULTIPART_FROM, ObjectMeta, ObjectRead, ObjectReader, ObjectStore, PART_BYTES,
+    ReadFailure, StoreError, WaitGuard, validate_key, validate_prefix,
 };
 
 /// How to reach a bucket.
@@ -193,6 +193,83 @@ impl S3Store {
     fn full_key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
     }
+
+    /// A multipart upload of `body` in [`PART_BYTES`] parts, four in flight; aborted on any
+    /// failure, so no part is left billed behind a failed export (a killed process can still
+    /// leave one: a bucket lifecycle rule `AbortIncompleteMultipartUpload` clears those).
+    async fn put_multipart(&self, key: &str, body: Bytes) -> Result<String, StoreError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        use futures::{StreamExt, TryStreamExt};
+        let full = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| map_err(key, "create multipart upload", e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let parts = futures::stream::iter((0..body.len()).step_by(PART_BYTES).enumerate())
+            .map(|(i, start)| {
+                let chunk = body.slice(start..(start + PART_BYTES).min(body.len()));
+                let (full, upload_id) = (full.clone(), upload_id.clone());
+                async move {
+                    let number = i as i32 + 1;
+                    let out = self
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(full)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .body(chunk.into())
+                        .send()
+                        .await
+                        .map_err(|e| map_err(key, "upload part", e))?;
+                    Ok::<_, StoreError>(
+                        CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(out.e_tag().map(String::from))
+                            .build(),
+                    )
+                }
+            })
+            .buffered(4)
+            .try_collect::<Vec<_>>()
+            .await;
+        let completed = match parts {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| map_err(key, "complete multipart upload", e)),
+            Err(e) => Err(e),
+        };
+        match completed {
+            Ok(out) => Ok(etag_version(out.e_tag())),
+            Err(e) => {
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The ETag without its quotes: it changes whenever the object's content does.
@@ -353,6 +430,30 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| StoreError::Unavailable(format!("S3 get range '{key}': body: {e}")))?;
         Ok(data.into_bytes())
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<ObjectMeta, StoreError> {
+        validate_key(key)?;
+        let size = body.len() as u64;
+        let version = if body.len() < MULTIPART_FROM {
+            let out = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .body(body.into())
+                .send()
+                .await
+                .map_err(|e| map_err(key, "put", e))?;
+            etag_version(out.e_tag())
+        } else {
+            self.put_multipart(key, body).await?
+        };
+        Ok(ObjectMeta {
+            key: key.into(),
+            size,
+            version,
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
