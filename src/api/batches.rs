@@ -130,9 +130,35 @@ fn members<'a>(ds: &Dataset, sp: &'a Split, p: &Params) -> Result<Vec<&'a Item>,
 pub fn parse_chain(
     p: &Params,
     cx: &QueryContext<'_>,
-    kind: Kind,
-    name: &str,
+    ds: &Dataset,
 ) -> Result<BatchChain, AppError> {
+    let (kind, name) = (ds.kind, ds.name.as_str());
+    if let Some(pr) = &ds.processed {
+        // The exported arrays went through their chain already: only the random transforms
+        // (applied on the fly to the stored arrays) and the plan's own parameters remain.
+        let (random, rank) = match kind {
+            Kind::Classification => (PARAMS_2D, 2),
+            Kind::Segmentation => (PARAMS_3D, 3),
+        };
+        if let Some(n) = CHAIN_PARAMS
+            .iter()
+            .find(|n| p.get(n).is_some() && !random.contains(n))
+        {
+            return Err(AppError::param(
+                *n,
+                format!(
+                    "dataset '{name}' is processed: its items went through `{}` when exported; \
+                     {n} applies to the raw dataset '{}' (random transforms: {})",
+                    pr.params,
+                    pr.source_name,
+                    random.join(", ")
+                ),
+            ));
+        }
+        return Ok(BatchChain::Processed {
+            augment: parse_augment(p, rank)?,
+        });
+    }
     let (foreign, allowed_random, rank, what) = match kind {
         Kind::Classification => (VOLUME_ONLY, PARAMS_2D, 2, "2D images"),
         Kind::Segmentation => (IMAGE_ONLY, PARAMS_3D, 3, "3D volumes"),
@@ -205,6 +231,7 @@ fn parse_patches(p: &Params, cx: &QueryContext<'_>) -> Result<PatchQuery, AppErr
 struct BatchName<'a> {
     head: String,
     chain: &'a BatchChain,
+    items: &'a [(Item, bool)],
     pads: Vec<bool>,
 }
 
@@ -227,11 +254,30 @@ impl Canonical for BatchName<'_> {
                 out.push('|');
                 augment.write_canonical(out);
             }
+            // The items' objects (their shards) and ranges name the arrays.
+            BatchChain::Processed { augment } => {
+                out.push_str("processed(");
+                for (it, _) in self.items {
+                    if let Some(m) = &it.member {
+                        out.push_str(&format!("{:?},{:?};", m.image, m.label));
+                    }
+                }
+                out.push_str(")|");
+                augment.write_canonical(out);
+            }
         }
         out.push_str("|pad(");
         out.extend(self.pads.iter().map(|&p| if p { '1' } else { '0' }));
         out.push(')');
     }
+}
+
+/// The dataset name random draws are keyed by: a processed dataset draws as the dataset it
+/// was exported from, so its batches equal the raw dataset's, draws included.
+fn draw_name(ds: &Dataset) -> String {
+    ds.processed
+        .as_ref()
+        .map_or_else(|| ds.name.clone(), |p| p.source_name.clone())
 }
 
 /// What a batch route's grammars may look at (no alias path: a batch is always an npz).
@@ -258,6 +304,7 @@ async fn respond(
     let name = BatchName {
         head,
         chain: &req.chain,
+        items: &req.items,
         pads: req.items.iter().map(|(_, p)| *p).collect(),
     };
     let etag = CacheKey::new(Stage::Response, objects, &name).etag("npz");
@@ -375,7 +422,7 @@ pub async fn get_batch(
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &ds_name)?;
     let sp = split(ds, &sp_name)?;
-    let chain = parse_chain(&p, &context(&headers, &state), ds.kind, &ds.name)?;
+    let chain = parse_chain(&p, &context(&headers, &state), ds)?;
     let items = members(ds, sp, &p)?;
     let plan = Plan {
         samples: items.len(),
@@ -388,7 +435,7 @@ pub async fn get_batch(
     }
     let perm = order(pq.seed, epoch, items.len());
     let batch = |step: usize| BatchRequest {
-        dataset: ds.name.clone(),
+        dataset: draw_name(ds),
         split: sp.name.clone(),
         items: plan
             .slots(step, rank)
@@ -445,7 +492,7 @@ pub async fn post_batch(
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &ds_name)?;
     let sp = split(ds, &sp_name)?;
-    let chain = parse_chain(&p, &context(&headers, &state), ds.kind, &ds.name)?;
+    let chain = parse_chain(&p, &context(&headers, &state), ds)?;
     let mut items = Vec::with_capacity(list.ids.len());
     for id in &list.ids {
         let it = sp.item(id).ok_or_else(|| AppError::NotFound {
@@ -462,7 +509,7 @@ pub async fn post_batch(
     let head = "ids|".to_string();
     let stem = format!("{}_{}_batch", ds.name, sp.name);
     let req = BatchRequest {
-        dataset: ds.name.clone(),
+        dataset: draw_name(ds),
         split: sp.name.clone(),
         items,
         chain,

@@ -115,13 +115,39 @@ fn split_counts(ds: &Dataset) -> Vec<SplitCount> {
         .collect()
 }
 
+/// How a processed dataset was made, in its documents.
+#[derive(Serialize)]
+struct ProcessedDoc<'a> {
+    chain: &'a str,
+    canonical: &'a str,
+    medserve_version: &'a str,
+    shards: usize,
+    source: &'a str,
+    source_dataset: &'a str,
+    source_kind: Kind,
+}
+
+fn processed_doc(ds: &Dataset) -> Option<ProcessedDoc<'_>> {
+    ds.processed.as_ref().map(|p| ProcessedDoc {
+        chain: &p.params,
+        canonical: &p.canonical,
+        medserve_version: &p.medserve_version,
+        shards: p.shards,
+        source: &p.source,
+        source_dataset: &p.source_name,
+        source_kind: ds.kind,
+    })
+}
+
 /// One dataset in `GET /v1/datasets`.
 #[derive(Serialize)]
 struct DatasetSummary<'a> {
     items: usize,
-    kind: Kind,
+    kind: &'static str,
     layout: Layout,
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processed: Option<ProcessedDoc<'a>>,
     source: String,
     splits: Vec<&'a str>,
     url: String,
@@ -140,9 +166,10 @@ pub async fn list_datasets(
             .values()
             .map(|ds| DatasetSummary {
                 items: ds.item_count(),
-                kind: ds.kind,
+                kind: ds.kind_name(),
                 layout: ds.layout,
                 name: &ds.name,
+                processed: processed_doc(ds),
                 source: source(&state, ds),
                 splits: ds.splits.iter().map(|s| s.name.as_str()).collect(),
                 url: format!("/v1/datasets/{}", ds.name),
@@ -169,11 +196,13 @@ struct DatasetDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     info: Option<&'a BTreeMap<String, Value>>,
     items: usize,
-    kind: Kind,
+    kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     labels: Option<&'a BTreeMap<String, String>>,
     layout: Layout,
     name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processed: Option<ProcessedDoc<'a>>,
     source: String,
     splits: Vec<DatasetSplit<'a>>,
 }
@@ -202,10 +231,11 @@ pub async fn get_dataset(
             classes: None,
             info: None,
             items: ds.item_count(),
-            kind: ds.kind,
+            kind: ds.kind_name(),
             labels: None,
             layout: ds.layout,
             name: &ds.name,
+            processed: processed_doc(ds),
             source: source(&state, ds),
             splits: ds
                 .splits
@@ -440,10 +470,21 @@ pub async fn get_item(
     if let Some(l) = &it.label {
         objects.push(json!({"role": "label", "key": l.key, "size": l.size, "version": l.version}));
     }
+    // A processed item's objects are its shard; `range` says where in it each array sits.
+    if let Some(m) = &it.member {
+        let ranges = [m.image.as_ref(), m.label.as_ref()];
+        for (o, r) in objects.iter_mut().zip(ranges.into_iter().flatten()) {
+            o["range"] = json!([r.start, r.end - r.start]);
+        }
+    }
     body["dataset"] = json!(ds.name);
     body["split"] = json!(sp.name);
-    body["kind"] = json!(ds.kind);
+    body["kind"] = json!(ds.kind_name());
     body["objects"] = json!(objects);
+    if ds.processed.is_some() {
+        body["processed"] = json!(processed_doc(ds));
+        return Ok(response::json(&req.headers, &body));
+    }
     match ds.kind {
         Kind::Classification => {
             // The default image chain decodes the same way, so this shares its cache entry.

@@ -7,7 +7,9 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::extract::{Params, Path, RawPairs};
-use super::item::{ItemRequest, QueryContext, RouteQuery, dataset, snapshot, split};
+use super::item::{
+    ItemRequest, QueryContext, RouteQuery, check_processed, dataset, snapshot, split,
+};
 use super::response;
 use crate::catalog::Kind;
 use crate::error::AppError;
@@ -22,9 +24,10 @@ pub async fn get_stats(
     headers: HeaderMap,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    Params::new(q, &[])?;
+    let p = Params::new(q, &[])?;
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &name)?;
+    check_processed(ds, &p, None)?;
     Ok(response::json(&headers, &state.pipeline.dataset_stats(ds)))
 }
 
@@ -96,6 +99,7 @@ pub async fn get_montage(
     };
     let snap = snapshot(&state).await?;
     let ds = dataset(&snap, &name)?;
+    check_processed(ds, &p, None)?;
     let sp = split(ds, &split_name)?;
     let prepared = state.pipeline.prepare_montage(ds, sp, query)?;
     let etag = prepared.etag();

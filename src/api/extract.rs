@@ -37,6 +37,11 @@ pub struct Params {
 }
 
 impl Params {
+    /// The names given, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.pairs.iter().map(|(k, _)| k.as_str())
+    }
+
     /// Checks names against `allowed`.
     pub fn new(RawPairs(pairs): RawPairs, allowed: &[&str]) -> Result<Self, AppError> {
         let list = if allowed.is_empty() {

@@ -49,6 +49,7 @@ pub struct ImageQuery {
 }
 
 impl RouteQuery for ImageQuery {
+    const PROCESSED: Option<&'static [&'static str]> = Some(&["format"]);
     const PARAMS: &'static [&'static str] = &[
         "size",
         "mode",
@@ -148,6 +149,14 @@ pub async fn get_image(
         augment,
     } = req.query;
     let it = req.item.item();
+    if req.item.dataset().processed.is_some() {
+        use crate::pipeline::processed::Part;
+        let etag = state.pipeline.processed_etag(it, Part::Image, format);
+        return response::conditional(&req.headers, &etag, &it.id, async {
+            state.pipeline.processed_body(it, Part::Image, format).await
+        })
+        .await;
+    }
     let drawn = (!augment.is_empty()).then(|| req.item.draw(&augment));
     let chain = drawn.map_or(chain, |d| chain.with_drawn(&d));
     let prepared = PreparedImage::new(it, chain, format);

@@ -32,8 +32,45 @@ pub trait RouteQuery: Sized + Send {
     /// The accepted parameter names (also the route table's, which the contract test checks).
     const PARAMS: &'static [&'static str];
 
+    /// The parameters this route accepts for an item of a processed dataset (an export,
+    /// whose arrays went through their chain already); `None`: the route serves raw datasets
+    /// only.
+    const PROCESSED: Option<&'static [&'static str]> = None;
+
     /// Parses the checked parameters.
     fn parse(p: &Params, cx: &QueryContext<'_>) -> Result<Self, AppError>;
+}
+
+/// Refuses what a processed dataset cannot answer: a route for raw data (404, naming the
+/// routes that serve it), or a parameter of the chain its items already went through (400).
+pub fn check_processed(ds: &Dataset, p: &Params, allowed: Option<&[&str]>) -> Result<(), AppError> {
+    let Some(pr) = &ds.processed else {
+        return Ok(());
+    };
+    let Some(allowed) = allowed else {
+        return Err(AppError::NotApplicable(format!(
+            "dataset '{}' is processed (exported from '{}' with `{}`): its items are served by \
+             .../image or .../volume and the batch routes; this route reads raw data, so ask \
+             the source dataset",
+            ds.name, pr.source_name, pr.params
+        )));
+    };
+    match p.names().find(|n| !allowed.contains(n)) {
+        None => Ok(()),
+        Some(n) => Err(AppError::param_allowed(
+            n,
+            format!(
+                "dataset '{}' is processed: its items went through `{}` when exported and are \
+                 served as they are; {n} applies to the raw dataset '{}'",
+                ds.name, pr.params, pr.source_name
+            ),
+            if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            },
+        )),
+    }
 }
 
 /// A route that takes no query parameters.
@@ -42,6 +79,7 @@ pub struct NoQuery;
 
 impl RouteQuery for NoQuery {
     const PARAMS: &'static [&'static str] = &[];
+    const PROCESSED: Option<&'static [&'static str]> = Some(&[]);
 
     fn parse(_: &Params, _: &QueryContext<'_>) -> Result<Self, AppError> {
         Ok(NoQuery)
@@ -166,6 +204,7 @@ impl<Q: RouteQuery, K: KindCheck> FromRequestParts<AppState> for ItemRequest<Q, 
         )?;
         let item = ItemRef::resolve(snapshot(state).await?, (&ds, &sp, &id))?;
         K::check(item.dataset())?;
+        check_processed(item.dataset(), &p, Q::PROCESSED)?;
         Ok(ItemRequest {
             query,
             item,

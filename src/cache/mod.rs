@@ -84,6 +84,8 @@ pub enum Stage {
     Document,
     /// A whole response body (ETag only; not cached).
     Response,
+    /// An array read from an exported shard (`medserve export`), or its encoded body.
+    Member,
 }
 
 impl Stage {
@@ -100,6 +102,7 @@ impl Stage {
             Stage::Facts => "volume-facts",
             Stage::Document => "document",
             Stage::Response => "response",
+            Stage::Member => "member",
         }
     }
 }

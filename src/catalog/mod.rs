@@ -11,13 +11,17 @@ pub mod ids;
 pub mod model;
 
 pub use discover::{CatalogFile, DatasetOverride};
-pub use model::{Dataset, Item, Kind, Layout, Snapshot, Split};
+pub use model::{Dataset, Item, Kind, Layout, Member, Processed, Snapshot, Split};
 
+use crate::export::manifest::Manifest;
 use crate::store::{ObjectStore, StoreError};
 use discover::DecathlonJson;
 
 /// Largest `dataset.json` we read; real ones are a few hundred KiB.
 const MAX_DATASET_JSON: u64 = 16 << 20;
+/// Largest export `manifest.json` we read: about 250 bytes per item, so MedNIST's 59k items
+/// are 15 MB.
+const MAX_MANIFEST: u64 = 256 << 20;
 
 /// The current snapshot and when it was taken.
 #[derive(Debug, Clone)]
@@ -122,9 +126,23 @@ impl Catalog {
                 Err(e) => tracing::warn!(key = %key, error = %e, "ignoring dataset.json"),
             }
         }
+        let mut exports = HashMap::new();
+        for key in discover::manifest_keys(&listing) {
+            match self.store.get(&key, MAX_MANIFEST).await {
+                Ok((_, bytes)) => {
+                    // Other tools write files called manifest.json too: only ours count.
+                    if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) {
+                        exports.insert(key, m);
+                    }
+                }
+                Err(StoreError::Unavailable(m)) => return Err(StoreError::Unavailable(m)),
+                Err(e) => tracing::warn!(key = %key, error = %e, "ignoring manifest.json"),
+            }
+        }
         let snapshot = Arc::new(discover::discover(
             &listing,
             &jsons,
+            &exports,
             &self.file,
             &self.fallback_name,
         ));

@@ -26,6 +26,35 @@ pub enum Layout {
     SubjectFolders,
     /// The Medical Segmentation Decathlon's `dataset.json`, `imagesTr/`, `labelsTr/`, `imagesTs/`.
     Decathlon,
+    /// `medserve export`'s output: `manifest.json` and WebDataset tar shards per split.
+    #[serde(rename = "webdataset")]
+    WebDataset,
+}
+
+/// Where a processed item's arrays sit inside its shard (the item's `image` object; `label`
+/// is the same shard when there is a mask).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Byte range of `<key>.image.npy`'s data.
+    pub image: Option<std::ops::Range<u64>>,
+    /// Byte range of `<key>.label.npy`'s data.
+    pub label: Option<std::ops::Range<u64>>,
+}
+
+/// How a processed dataset was made (from its `manifest.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed {
+    /// The dataset it was exported from, and where that lived.
+    pub source_name: String,
+    pub source: String,
+    /// The chain's parameters as given (`size=64,64&scale=minmax`) and medserve's canonical
+    /// text of it.
+    pub params: String,
+    pub canonical: String,
+    /// The medserve that exported it.
+    pub medserve_version: String,
+    /// Shards listed in the manifest and found with their recorded size.
+    pub shards: usize,
 }
 
 /// One servable unit: a 2D image with its class, or a volume with its optional mask.
@@ -41,6 +70,8 @@ pub struct Item {
     pub image: ObjectMeta,
     /// The mask object, when there is one.
     pub label: Option<ObjectMeta>,
+    /// For a processed dataset: where the arrays sit in the shard (`image`, `label`).
+    pub member: Option<Member>,
 }
 
 /// A named subset of a dataset (train, val, test, ...).
@@ -89,9 +120,21 @@ pub struct Dataset {
     pub labels: BTreeMap<String, String>,
     /// Free-form facts from dataset.json (name, description, modality, ...).
     pub info: BTreeMap<String, serde_json::Value>,
+    /// Set for a dataset `medserve export` wrote: its items are arrays already through a chain
+    /// (`kind` is then the kind of the dataset it was made from).
+    pub processed: Option<std::sync::Arc<Processed>>,
 }
 
 impl Dataset {
+    /// The kind clients are told: `processed` for an export, else the dataset's own.
+    pub fn kind_name(&self) -> &'static str {
+        match (&self.processed, self.kind) {
+            (Some(_), _) => "processed",
+            (None, Kind::Classification) => "classification",
+            (None, Kind::Segmentation) => "segmentation",
+        }
+    }
+
     /// Looks a split up by name.
     pub fn split(&self, name: &str) -> Option<&Split> {
         self.splits.iter().find(|s| s.name == name)

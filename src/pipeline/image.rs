@@ -99,6 +99,19 @@ impl Chain2d {
         self
     }
 
+    /// A chain of only what `d` drew (for arrays already through a chain: an export's).
+    pub fn spatial_only(d: &Drawn) -> Chain2d {
+        Chain2d {
+            decode: DecodeOptions::monai(0),
+            size: (0, 0),
+            mode: imaging::ResizeMode::Area,
+            scale: Scale::None,
+            flip: SpatialAxes::NONE,
+            rotate: None,
+        }
+        .with_drawn(d)
+    }
+
     /// True when the chain ends in a `Flip` or a `Rotate`.
     pub fn has_spatial_steps(&self) -> bool {
         !self.flip.is_empty() || self.rotate.is_some()
@@ -321,6 +334,7 @@ mod tests {
                 version: "1".into(),
             },
             label: None,
+            member: None,
         };
         let chain = Chain2d {
             decode: DecodeOptions::monai(100),

@@ -42,6 +42,7 @@ pub mod image;
 mod inflate;
 pub mod montage;
 pub mod patch;
+pub mod processed;
 mod slab;
 pub mod slice;
 pub mod stats;

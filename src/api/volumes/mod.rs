@@ -43,6 +43,9 @@ pub async fn get_volume(
     req: ItemRequest<VolumeRequest, Volumes>,
 ) -> Result<Response, AppError> {
     let it = req.item.item();
+    if req.item.dataset().processed.is_some() {
+        return processed_volume(&state, &req.headers, it, &req.query.query).await;
+    }
     let VolumeRequest { mut query, augment } = req.query;
     let drawn = (!augment.is_empty()).then(|| req.item.draw(&augment));
     if let Some(d) = &drawn {
@@ -67,6 +70,35 @@ pub async fn get_volume(
         response::conditional(&req.headers, &etag, &stem, make).await?
     };
     Ok(response::with_augment(resp, drawn.map(|d| d.header(3))))
+}
+
+/// A processed item's arrays as exported (`format` npy, npz or f32; NIfTI needs an affine,
+/// which an export does not keep).
+async fn processed_volume(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    it: &crate::catalog::Item,
+    query: &crate::pipeline::VolumeQuery,
+) -> Result<Response, AppError> {
+    use crate::pipeline::processed::Part;
+    if matches!(query.format, Format::Nii | Format::NiiGz) {
+        return Err(AppError::param_allowed(
+            "format",
+            "a processed item has no affine to write into a NIfTI header",
+            "npy, npz, f32",
+        ));
+    }
+    let (part, suffix) = match query.part {
+        VolumePart::Image => (Part::Image, ""),
+        VolumePart::Label => (Part::Label, "_label"),
+        VolumePart::Both => (Part::Both, "_both"),
+    };
+    let etag = state.pipeline.processed_etag(it, part, query.format);
+    let stem = format!("{}{suffix}", it.id);
+    response::conditional(headers, &etag, &stem, async {
+        state.pipeline.processed_body(it, part, query.format).await
+    })
+    .await
 }
 
 /// `GET .../items/{item}/patches`: `num` patches of the image and mask after the chain, as

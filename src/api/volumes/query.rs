@@ -267,6 +267,7 @@ pub struct VolumeRequest {
 }
 
 impl RouteQuery for VolumeRequest {
+    const PROCESSED: Option<&'static [&'static str]> = Some(&["format", "part"]);
     const PARAMS: &'static [&'static str] = &[
         "size",
         "mode",

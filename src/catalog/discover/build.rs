@@ -52,6 +52,7 @@ pub(super) fn build_classification(name: &str, root: &str, splits: Groups) -> Da
                     subject: None,
                     image: img,
                     label: None,
+                    member: None,
                 });
             }
         }
@@ -71,6 +72,7 @@ pub(super) fn build_classification(name: &str, root: &str, splits: Groups) -> Da
         classes,
         labels: BTreeMap::new(),
         info: BTreeMap::new(),
+        processed: None,
     }
 }
 
@@ -101,6 +103,7 @@ pub(super) fn build_subjects(name: &str, root: &str, splits: Groups) -> Dataset 
                 subject: Some(subject),
                 image,
                 label: pick(labels),
+                member: None,
             });
         }
         out.push(Split {
@@ -120,5 +123,6 @@ pub(super) fn build_subjects(name: &str, root: &str, splits: Groups) -> Dataset 
         classes: vec![],
         labels: BTreeMap::new(),
         info: BTreeMap::new(),
+        processed: None,
     }
 }

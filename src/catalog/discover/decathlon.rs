@@ -143,6 +143,7 @@ impl TaskSplits {
             subject: Some(subject.into()),
             image,
             label,
+            member: None,
         });
     }
 }
@@ -184,6 +185,7 @@ pub(super) fn build_decathlon(
         classes: vec![],
         labels,
         info,
+        processed: None,
     }
 }
 

@@ -10,6 +10,9 @@
 //! 5. `<root>/<split>/<Class>/<file>.{png,jpg,jpeg}` is a classification set; without a
 //!    recognised split folder, `<root>/<Class>/<file>` is split `all` (MONAI's MedNIST tarball).
 //!
+//! Before all of these, a folder holding a complete `manifest.json` of `medserve export` is a
+//! processed dataset and claims every key under it (`processed.rs`).
+//!
 //! `decathlon.rs` reads Decathlon tasks (`dataset.json`, `imagesTr`/`labelsTr`/`imagesTs`);
 //! `build.rs` turns grouped keys into classification and subject-folder datasets.
 
@@ -19,16 +22,20 @@ use serde::Deserialize;
 
 use super::ids::{slug, stem};
 use super::model::{Dataset, Layout, Snapshot};
+use crate::export::manifest::Manifest;
 use crate::store::ObjectMeta;
 
 mod build;
 mod decathlon;
+mod processed;
 #[cfg(test)]
 mod tests;
 
-use build::{build_classification, build_subjects};
+use build::{build_classification, build_subjects, sort_splits};
 pub use decathlon::{DecathlonJson, DecathlonPair, DecathlonTest, decathlon_json_keys};
 use decathlon::{build_decathlon, decathlon_roots};
+pub use processed::manifest_keys;
+use processed::{build_processed, export_roots};
 
 /// split -> group (class or subject) -> (image objects, mask objects).
 type Groups = BTreeMap<String, BTreeMap<String, (Vec<ObjectMeta>, Vec<ObjectMeta>)>>;
@@ -235,14 +242,30 @@ impl Building {
 pub fn discover(
     listing: &[ObjectMeta],
     jsons: &HashMap<String, DecathlonJson>,
+    exports: &HashMap<String, Manifest>,
     file: &CatalogFile,
     fallback_name: &str,
 ) -> Snapshot {
+    let exports = export_roots(exports);
     let keys: Vec<&ObjectMeta> = listing.iter().filter(|m| !is_junk(&m.key)).collect();
     let by_key: HashMap<&str, &ObjectMeta> = keys.iter().map(|m| (m.key.as_str(), *m)).collect();
-    let (building, unmatched) = group(&keys, file, fallback_name);
+    let raw: Vec<&ObjectMeta> = keys
+        .iter()
+        .copied()
+        .filter(|m| {
+            !exports
+                .iter()
+                .any(|(root, _)| m.key.starts_with(root.as_str()))
+        })
+        .collect();
+    let (building, unmatched) = group(&raw, file, fallback_name);
+    let mut datasets = assemble(building, jsons, &by_key);
+    for (root, m) in &exports {
+        let ds = build_processed(&dataset_name(root, fallback_name), root, m, &by_key);
+        insert_unique(&mut datasets, ds);
+    }
     Snapshot {
-        datasets: assemble(building, jsons, &by_key),
+        datasets,
         objects_listed: keys.len(),
         objects_unmatched: unmatched,
     }
@@ -333,16 +356,23 @@ fn assemble(
                 let json = jsons.get(&format!("{root}dataset.json"));
                 build_decathlon(&name, &root, b.splits, json, by_key)
             }
+            // Never placed by the rules: built from manifests in `discover`.
+            Layout::WebDataset => continue,
         };
-        let mut unique = ds.name.clone();
-        let mut n = 2;
-        while datasets.contains_key(&unique) {
-            unique = format!("{}-{n}", ds.name);
-            n += 1;
-        }
-        datasets.insert(unique.clone(), Dataset { name: unique, ..ds });
+        insert_unique(&mut datasets, ds);
     }
     datasets
+}
+
+/// Inserts `ds` under its name, or `<name>-2`, `-3`, ... when that is taken.
+fn insert_unique(datasets: &mut BTreeMap<String, Dataset>, ds: Dataset) {
+    let mut unique = ds.name.clone();
+    let mut n = 2;
+    while datasets.contains_key(&unique) {
+        unique = format!("{}-{n}", ds.name);
+        n += 1;
+    }
+    datasets.insert(unique.clone(), Dataset { name: unique, ..ds });
 }
 
 fn dataset_name(root: &str, fallback: &str) -> String {

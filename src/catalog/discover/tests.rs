@@ -17,6 +17,7 @@ fn run(keys: &[&str]) -> Snapshot {
     discover(
         &meta(keys),
         &HashMap::new(),
+        &HashMap::new(),
         &CatalogFile {
             discover: true,
             ..Default::default()
@@ -110,7 +111,7 @@ fn decathlon_json_drives_items_and_labels() {
         ..Default::default()
     };
     assert_eq!(decathlon_json_keys(&keys, &file), ["Task04/dataset.json"]);
-    let s = discover(&keys, &jsons, &file, "data");
+    let s = discover(&keys, &jsons, &HashMap::new(), &file, "data");
     let d = &s.datasets["Task04"];
     assert_eq!(d.labels["1"], "Anterior");
     assert_eq!(d.info["name"], "Hippocampus");
@@ -148,7 +149,7 @@ fn overrides_name_a_prefix_and_can_disable_discovery() {
         }],
         discover: false,
     };
-    let s = discover(&keys, &HashMap::new(), &file, "data");
+    let s = discover(&keys, &HashMap::new(), &HashMap::new(), &file, "data");
     assert_eq!(s.datasets.keys().collect::<Vec<_>>(), ["mednist"]);
     assert_eq!(s.datasets["mednist"].root, "classification/raw/");
 }

@@ -33,6 +33,9 @@ pub enum BatchChain {
     /// Segmentation patches: `query.num` patches per item sampled as the patch route does
     /// (seed and epoch the batch's), then the item's random flip on each.
     Patches { query: PatchQuery, augment: Augment },
+    /// A processed dataset: each item's exported arrays read from its shard, then the random
+    /// transforms drawn per item.
+    Processed { augment: Augment },
 }
 
 impl BatchChain {
@@ -40,7 +43,8 @@ impl BatchChain {
         match self {
             BatchChain::Image { augment, .. }
             | BatchChain::Volume { augment, .. }
-            | BatchChain::Patches { augment, .. } => augment,
+            | BatchChain::Patches { augment, .. }
+            | BatchChain::Processed { augment } => augment,
         }
     }
 }
@@ -171,6 +175,7 @@ impl Pipeline {
             BatchChain::Patches { query, .. } => {
                 (self.patch_stack(req, query, &drawn).await?, query.num)
             }
+            BatchChain::Processed { .. } => (self.processed_stack(req, &drawn).await?, 1),
         };
         let of_sample: Vec<usize> = (0..req.items.len())
             .flat_map(|k| std::iter::repeat_n(k, reps))
@@ -327,6 +332,75 @@ impl Pipeline {
         })
     }
 
+    /// Each item's exported arrays (one ranged read each, cached), its drawn flip/rotation,
+    /// stacked; labels are masks when the items have them, else class indices when they have
+    /// classes.
+    async fn processed_stack(
+        &self,
+        req: &BatchRequest,
+        drawn: &[Drawn],
+    ) -> Result<Stacked, PipelineError> {
+        let masks = req.items.iter().any(|(it, _)| it.label.is_some());
+        let one = self.processed_image(&req.items[0].0).await?;
+        self.check_size(req, req.items.len(), one.data.shape(), 4 + u64::from(masks))?;
+        type Parts = (Arc<Tensor>, Option<Arc<Mask>>);
+        let parts: Vec<Parts> = futures::stream::iter(req.items.clone())
+            .map(|(it, _)| {
+                let this = self.clone();
+                async move {
+                    let image = this.processed_image(&it).await?;
+                    let mask = match masks {
+                        true => Some(this.processed_mask(&it).await?),
+                        false => None,
+                    };
+                    Ok::<_, PipelineError>((image, mask))
+                }
+            })
+            .buffered(in_flight(self.pool.workers()))
+            .try_collect()
+            .await?;
+        same_shapes(
+            req,
+            parts.iter().map(|(t, _)| t.data.shape()),
+            "an export's items share a shape when its chain sets a size",
+        )?;
+        let classes = (!masks && req.items.iter().any(|(it, _)| it.class.is_some())).then(|| {
+            req.items
+                .iter()
+                .map(|(it, _)| it.class.map_or(-1, |c| c as i64))
+                .collect()
+        });
+        let drawn = drawn.to_vec();
+        let t = std::time::Instant::now();
+        let (image, masks) = self
+            .pool
+            .run(move || {
+                let image: Vec<_> = parts
+                    .iter()
+                    .zip(&drawn)
+                    .map(|((t, _), d)| match t.data.ndim() {
+                        // (C, H, W): the 2D chain's spatial steps as drawn, on any array.
+                        3 => Chain2d::spatial_only(d).apply_spatial(t.data.clone()),
+                        _ => flipped(t.data.view(), d.flip_axes()),
+                    })
+                    .collect();
+                let masks: Option<Vec<_>> = parts
+                    .iter()
+                    .zip(&drawn)
+                    .map(|((_, m), d)| m.as_ref().map(|m| flipped(m.0.view(), d.flip_axes())))
+                    .collect();
+                (stacked(&image), masks.map(|m| stacked(&m)))
+            })
+            .await?;
+        Metrics::time(&self.metrics.transform_us, t);
+        Ok(Stacked {
+            image,
+            masks,
+            classes,
+            center: None,
+        })
+    }
+
     /// Warms `next`'s items in the cache in the background, one item at a time (one worker at
     /// most), when a prefetch slot is free and the CPU pool has no queue; it stops as soon as
     /// requests queue for CPU, so serving always comes first. Errors are left for the request
@@ -366,6 +440,11 @@ impl Pipeline {
                             .await
                             .map(drop)
                     }
+                    BatchChain::Processed { .. } => match it.label.is_some() {
+                        true => this.processed_mask(it).await.map(drop),
+                        false => Ok(()),
+                    }
+                    .and(this.processed_image(it).await.map(drop)),
                 };
                 if warmed.is_err() {
                     return;
