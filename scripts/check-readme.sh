@@ -12,6 +12,18 @@ work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT
 
 # No --data: the built-in sample data, as `cargo run --release` serves it.
+# The README's `medserve export` lines first, as printed (from the folder the first command
+# runs in), so its curl lines about the exports find them.
+"$bin" sample-data "$work/medserve-sample-data" >/dev/null
+mapfile -t exports < <(grep -E '^medserve export ' README.md)
+[ "${#exports[@]}" -gt 0 ] || { echo "no medserve export lines in README.md"; exit 1; }
+for line in "${exports[@]}"; do
+  if (cd "$work" && bash -c "\"$bin\" ${line#medserve }" >"$work/export.log" 2>&1); then
+    echo "ok   $line"
+  else
+    echo "FAIL $line"; tail -n 5 "$work/export.log"; exit 1
+  fi
+done
 serve_medserve "$bin" "$work/server.log" --sample-dir "$work/medserve-sample-data"
 port=${MEDSERVE_URL##*:}
 
