@@ -63,6 +63,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>>
 }
 
 /// Opens a data root (a folder, S3, or generated sample data).
+#[cfg_attr(not(feature = "s3"), allow(unused_variables))]
 pub async fn open_root(
     data: &DataRoot,
     endpoint: Option<String>,

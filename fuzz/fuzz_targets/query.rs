@@ -10,6 +10,8 @@
 //! before the first one is the `Accept` header; without one there is no `Accept`.
 #![no_main]
 
+use std::sync::Arc;
+
 use axum::extract::Query;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::IntoResponse;
@@ -21,7 +23,7 @@ use medserve::api::images::ImageQuery;
 use medserve::api::item::{QueryContext, RouteQuery};
 use medserve::api::volumes::query::VolumeRequest;
 use medserve::cache::Canonical;
-use medserve::catalog::Kind;
+use medserve::catalog::{Dataset, Kind, Layout, Processed};
 use medserve::config::Limits;
 use medserve::error::AppError;
 use medserve::pipeline::{PatchQuery, SliceQuery};
@@ -129,11 +131,36 @@ fuzz_target!(|data: &[u8]| {
     ) {
         render(e);
     }
-    // The batch route: its position, then the chain of either kind of dataset.
-    for kind in [Kind::Classification, Kind::Segmentation] {
+    // The batch route: its position, then the chain of either kind of dataset, raw or
+    // processed.
+    let processed = Arc::new(Processed {
+        source_name: "src".into(),
+        source: "./src/".into(),
+        params: "size=8,8".into(),
+        canonical: String::new(),
+        medserve_version: String::new(),
+        shards: 0,
+    });
+    for (kind, processed) in [
+        (Kind::Classification, None),
+        (Kind::Segmentation, None),
+        (Kind::Classification, Some(processed.clone())),
+        (Kind::Segmentation, Some(processed)),
+    ] {
+        let ds = Dataset {
+            name: "d".into(),
+            kind,
+            layout: Layout::ClassFolders,
+            root: String::new(),
+            splits: vec![],
+            classes: vec![],
+            labels: Default::default(),
+            info: Default::default(),
+            processed,
+        };
         let cx = context(&headers, &limits, "/v1/datasets/d/splits/s/batches/0");
         let parsed = Params::new(RawPairs(pairs.clone()), &BATCH_PARAMS)
-            .and_then(|p| parse_position(&p, "0").and_then(|_| parse_chain(&p, &cx, kind, "d")));
+            .and_then(|p| parse_position(&p, "0").and_then(|_| parse_chain(&p, &cx, &ds)));
         if let Err(e) = parsed {
             render(e);
         }
