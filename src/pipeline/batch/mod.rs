@@ -153,6 +153,28 @@ fn stacked<T: Clone>(arrays: &[ArrayD<T>]) -> ArrayD<T> {
     ndarray::stack(Axis(0), &views).expect("one shape, checked by same_shapes")
 }
 
+/// Items' arrays and masks with what each drew applied (a 2D `(C, H, W)` array: the 2D
+/// chain's flip and rotation; a volume and its mask: the flip), stacked.
+fn stack_drawn(
+    parts: &[(Arc<Tensor>, Option<Arc<Mask>>)],
+    drawn: &[Drawn],
+) -> (ArrayD<f32>, Option<ArrayD<u8>>) {
+    let image: Vec<_> = parts
+        .iter()
+        .zip(drawn)
+        .map(|((t, _), d)| match t.data.ndim() {
+            3 => Chain2d::spatial_only(d).apply_spatial(t.data.clone()),
+            _ => flipped(t.data.view(), d.flip_axes()),
+        })
+        .collect();
+    let masks: Option<Vec<_>> = parts
+        .iter()
+        .zip(drawn)
+        .map(|((_, m), d)| m.as_ref().map(|m| flipped(m.0.view(), d.flip_axes())))
+        .collect();
+    (stacked(&image), masks.map(|m| stacked(&m)))
+}
+
 impl Pipeline {
     /// The batch as an `.npz`: `image` float32 `(N, C, ...)`, `label` (int64 class indices,
     /// or uint8 masks `(N, 1, ...)`), `center` for patches, `id`, `pad`, and per random
@@ -305,24 +327,9 @@ impl Pipeline {
             parts.iter().map(|(t, _)| t.data.shape()),
             "ask for one grid with size=X,Y,Z",
         )?;
-        let flips: Vec<SpatialAxes> = drawn.iter().map(|d| d.flip_axes()).collect();
+        let drawn = drawn.to_vec();
         let t = std::time::Instant::now();
-        let (image, masks) = self
-            .pool
-            .run(move || {
-                let image: Vec<_> = parts
-                    .iter()
-                    .zip(&flips)
-                    .map(|((t, _), f)| flipped(t.data.view(), *f))
-                    .collect();
-                let masks: Option<Vec<_>> = parts
-                    .iter()
-                    .zip(&flips)
-                    .map(|((_, m), f)| m.as_ref().map(|m| flipped(m.0.view(), *f)))
-                    .collect();
-                (stacked(&image), masks.map(|m| stacked(&m)))
-            })
-            .await?;
+        let (image, masks) = self.pool.run(move || stack_drawn(&parts, &drawn)).await?;
         Metrics::time(&self.metrics.transform_us, t);
         Ok(Stacked {
             image,
@@ -372,26 +379,7 @@ impl Pipeline {
         });
         let drawn = drawn.to_vec();
         let t = std::time::Instant::now();
-        let (image, masks) = self
-            .pool
-            .run(move || {
-                let image: Vec<_> = parts
-                    .iter()
-                    .zip(&drawn)
-                    .map(|((t, _), d)| match t.data.ndim() {
-                        // (C, H, W): the 2D chain's spatial steps as drawn, on any array.
-                        3 => Chain2d::spatial_only(d).apply_spatial(t.data.clone()),
-                        _ => flipped(t.data.view(), d.flip_axes()),
-                    })
-                    .collect();
-                let masks: Option<Vec<_>> = parts
-                    .iter()
-                    .zip(&drawn)
-                    .map(|((_, m), d)| m.as_ref().map(|m| flipped(m.0.view(), d.flip_axes())))
-                    .collect();
-                (stacked(&image), masks.map(|m| stacked(&m)))
-            })
-            .await?;
+        let (image, masks) = self.pool.run(move || stack_drawn(&parts, &drawn)).await?;
         Metrics::time(&self.metrics.transform_us, t);
         Ok(Stacked {
             image,
