@@ -8,7 +8,9 @@
 #   3. HTTP: scripts/load.sh (wrk against the release binary, every row as a ratio to the same
 #      server's /healthz, the cold CT request timed on its own);
 #   4. slab reads: scripts/bench-slab.sh (slices of a volume that is not decoded, read by byte
-#      range, against the full decode; time and bytes read per request).
+#      range, against the full decode; time and bytes read per request);
+#   5. export: scripts/bench-export.sh (`medserve export` of a MedNIST-sized set, then one cold
+#      epoch of batches over the raw set and over the export, as a ratio).
 # Then the three tables again, together. Nothing is asserted: the numbers are for reading
 # (docs/PERFORMANCE.md keeps the table of each measured commit). About 15 minutes on 2 cores;
 # run it on an otherwise idle machine (the load average is printed before each part).
@@ -20,7 +22,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-parts=${BENCH_PARTS:-volume 2d http slab}
+parts=${BENCH_PARTS:-volume 2d http slab export}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 load() { uptime | sed 's/.*load average/load average/'; }
@@ -32,7 +34,8 @@ for part in $parts; do
     2d) cargo bench --bench pipeline 2>&1 | tee "$out/2d.txt" ;;
     http) scripts/load.sh 2>&1 | tee "$out/http.txt" ;;
     slab) scripts/bench-slab.sh 2>&1 | tee "$out/slab.txt" ;;
-    *) echo "unknown part '$part' (volume, 2d, http, slab)" >&2; exit 2 ;;
+    export) scripts/bench-export.sh 2>&1 | tee "$out/export.txt" ;;
+    *) echo "unknown part '$part' (volume, 2d, http, slab, export)" >&2; exit 2 ;;
     esac
 done
 
