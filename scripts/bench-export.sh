@@ -46,7 +46,7 @@ epoch mednist "&size=64,64&scale=minmax"
 epoch processed-mednist-64 ""
 same=yes
 for f in "$work"/mednist-*.npz; do
-    cmp -s "$f" "$work/processed-${f##*/}" || same=no
+    cmp -s "$f" "$work/processed-mednist-64-${f##*/mednist-}" || same=no
 done
 read -r a0 a1 <"$work/mednist.time"
 read -r b0 b1 <"$work/processed-mednist-64.time"
