@@ -16,23 +16,7 @@ use medserve::export::{ExportOptions, Summary, export};
 use medserve::store::{LocalStore, ObjectStore};
 use sha2::{Digest, Sha256};
 
-fn opts(dataset: &str, params: &[(&str, &str)], shard_bytes: u64) -> ExportOptions {
-    ExportOptions {
-        dataset: Some(dataset.into()),
-        splits: vec![],
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        shard_bytes,
-        seed: 0,
-        dry_run: false,
-        replace: false,
-        cpu_workers: 2,
-        cache_bytes: 64 << 20,
-        bar: false,
-    }
-}
+use common::export_opts as opts;
 
 fn sample_store() -> Arc<dyn ObjectStore> {
     Arc::new(LocalStore::new(sample_dir()).unwrap())

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{app, app_on, assert_problem, get, metric, sample_dir};
-use medserve::export::{ExportOptions, export};
+use medserve::export::export;
 use medserve::store::{LocalStore, ObjectStore};
 
 async fn export_into(root: &Path, prefix: &str, dataset: &str, params: &[(&str, &str)]) {
@@ -17,21 +17,7 @@ async fn export_into(root: &Path, prefix: &str, dataset: &str, params: &[(&str, 
     std::fs::create_dir_all(&dir).unwrap();
     let source: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(sample_dir()).unwrap());
     let dest: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(&dir).unwrap());
-    let o = ExportOptions {
-        dataset: Some(dataset.into()),
-        splits: vec![],
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        shard_bytes: 48 << 10,
-        seed: 0,
-        dry_run: false,
-        replace: false,
-        cpu_workers: 2,
-        cache_bytes: 64 << 20,
-        bar: false,
-    };
+    let o = common::export_opts(dataset, params, 48 << 10);
     export(source, Some(dest), &o).await.unwrap();
 }
 

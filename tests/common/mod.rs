@@ -247,3 +247,27 @@ pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     out.extend_from_slice(&crc.sum().to_be_bytes());
     out
 }
+
+/// `medserve export` options for tests: one dataset of the sample data, `params` as the chain,
+/// two workers, no progress bar.
+pub fn export_opts(
+    dataset: &str,
+    params: &[(&str, &str)],
+    shard_bytes: u64,
+) -> medserve::export::ExportOptions {
+    medserve::export::ExportOptions {
+        dataset: Some(dataset.into()),
+        splits: vec![],
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        shard_bytes,
+        seed: 0,
+        dry_run: false,
+        replace: false,
+        cpu_workers: 2,
+        cache_bytes: 64 << 20,
+        bar: false,
+    }
+}
