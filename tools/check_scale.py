@@ -323,8 +323,16 @@ def main() -> int:
 
         # (c) the replica comes back on its port and gets its items back.
         victim.start()
-        time.sleep(3.5)  # nginx's fail_timeout: then it tries the replica again
-        run_pass(nginx.url, victims_keys[:3], threads=1)
+        # nginx tries a failed server again once `fail_timeout` (3 s) has passed, on a clock
+        # with one-second steps: "more than 3 s" can take up to 4 s of wall time. Wait for the
+        # first answer from the victim (bounded) instead of guessing a sleep.
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            if run_pass(nginx.url, victims_keys[:1], threads=1)[victims_keys[0]][2] == victim.addr:
+                break
+            time.sleep(0.25)
+        print(f"{victim.name} got its first request back {time.monotonic() - started:.1f} s "
+              f"after it was ready")
         back = run_pass(nginx.url, paths, threads=1)
         returned = [p for p in paths if back[p][2] == first[p][2]]
         check(len(returned) == len(paths),
