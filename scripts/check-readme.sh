@@ -12,9 +12,15 @@ work=$(mktemp -d)
 trap 'stop_started; rm -rf "$work"' EXIT
 
 # No --data: the built-in sample data, as `cargo run --release` serves it.
-# The README's `medserve export` lines first, as printed (from the folder the first command
+# Then its `medserve export` lines, as printed (from the folder the first command
 # runs in), so its curl lines about the exports find them.
 "$bin" sample-data "$work/medserve-sample-data" >/dev/null
+# The README's `cp -r medserve-sample-data/...` lines (dated copies: dataset versions) too.
+mapfile -t copies < <(grep -E '^cp -r medserve-sample-data/' README.md)
+for line in "${copies[@]}"; do
+  (cd "$work" && bash -c "$line") || { echo "FAIL $line"; exit 1; }
+  echo "ok   $line"
+done
 mapfile -t exports < <(grep -E '^medserve export ' README.md)
 [ "${#exports[@]}" -gt 0 ] || { echo "no medserve export lines in README.md"; exit 1; }
 for line in "${exports[@]}"; do

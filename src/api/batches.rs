@@ -320,10 +320,10 @@ pub async fn get_plan(
     Path((ds_name, sp_name)): Path<(String, String)>,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, PLAN_PARAMS)?;
+    let p = Params::for_dataset(q, PLAN_PARAMS)?;
     let pq = parse_plan(&p)?;
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &ds_name)?;
+    let ds = dataset(&snap, &ds_name, p.version())?;
     let sp = split(ds, &sp_name)?;
     let items = members(ds, sp, &p)?;
     let plan = Plan {
@@ -412,7 +412,7 @@ pub async fn get_batch(
     Path((ds_name, sp_name, b)): Path<(String, String, String)>,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, &BATCH_PARAMS)?;
+    let p = Params::for_dataset(q, &BATCH_PARAMS)?;
     let Position {
         plan: pq,
         epoch,
@@ -420,7 +420,7 @@ pub async fn get_batch(
         step,
     } = parse_position(&p, &b)?;
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &ds_name)?;
+    let ds = dataset(&snap, &ds_name, p.version())?;
     let sp = split(ds, &sp_name)?;
     let chain = parse_chain(&p, &context(&headers, &state), ds)?;
     let items = members(ds, sp, &p)?;
@@ -474,7 +474,7 @@ pub async fn post_batch(
     q: RawPairs,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, POST_PARAMS)?;
+    let p = Params::for_dataset(q, POST_PARAMS)?;
     let list: IdList = serde_json::from_slice(&body).map_err(|e| {
         AppError::param_allowed(
             "body",
@@ -490,7 +490,7 @@ pub async fn post_batch(
         ));
     }
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &ds_name)?;
+    let ds = dataset(&snap, &ds_name, p.version())?;
     let sp = split(ds, &sp_name)?;
     let chain = parse_chain(&p, &context(&headers, &state), ds)?;
     let mut items = Vec::with_capacity(list.ids.len());

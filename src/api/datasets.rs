@@ -38,7 +38,7 @@ fn source(state: &AppState, ds: &Dataset) -> String {
 /// A listing document, cached per catalog snapshot and request (`what`: the route and its
 /// parameters, each length-prefixed so no two requests share a text). A warm page is then one
 /// cache lookup: serialising a 50-item page and hashing it for its ETag was most of its time.
-async fn cached_document<T: Serialize>(
+pub(super) async fn cached_document<T: Serialize>(
     state: &AppState,
     headers: &HeaderMap,
     snap: &Arc<Snapshot>,
@@ -139,9 +139,9 @@ fn processed_doc(ds: &Dataset) -> Option<ProcessedDoc<'_>> {
     })
 }
 
-/// One dataset in `GET /v1/datasets`.
+/// One dataset in `GET /v1/datasets` (and one version in `.../versions`).
 #[derive(Serialize)]
-struct DatasetSummary<'a> {
+pub(super) struct DatasetSummary<'a> {
     items: usize,
     kind: &'static str,
     layout: Layout,
@@ -151,6 +151,31 @@ struct DatasetSummary<'a> {
     source: String,
     splits: Vec<&'a str>,
     url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions_url: Option<String>,
+}
+
+/// `/v1/datasets/<base>/versions` for a versioned dataset.
+fn versions_url(ds: &Dataset) -> Option<String> {
+    ds.version()
+        .map(|_| format!("/v1/datasets/{}/versions", ds.base()))
+}
+
+pub(super) fn summary<'a>(state: &AppState, ds: &'a Dataset) -> DatasetSummary<'a> {
+    DatasetSummary {
+        items: ds.item_count(),
+        kind: ds.kind_name(),
+        layout: ds.layout,
+        name: &ds.name,
+        processed: processed_doc(ds),
+        source: source(state, ds),
+        splits: ds.splits.iter().map(|s| s.name.as_str()).collect(),
+        url: format!("/v1/datasets/{}", ds.name),
+        version: ds.version(),
+        versions_url: versions_url(ds),
+    }
 }
 
 /// `GET /v1/datasets`
@@ -162,18 +187,8 @@ pub async fn list_datasets(
     Params::new(q, &[])?;
     let snap = snapshot(&state).await?;
     cached_document(&state, &headers, &snap, &["datasets"], || {
-        snap.datasets
-            .values()
-            .map(|ds| DatasetSummary {
-                items: ds.item_count(),
-                kind: ds.kind_name(),
-                layout: ds.layout,
-                name: &ds.name,
-                processed: processed_doc(ds),
-                source: source(&state, ds),
-                splits: ds.splits.iter().map(|s| s.name.as_str()).collect(),
-                url: format!("/v1/datasets/{}", ds.name),
-            })
+        snap.listed()
+            .map(|ds| summary(&state, ds))
             .collect::<Vec<_>>()
     })
     .await
@@ -205,6 +220,10 @@ struct DatasetDoc<'a> {
     processed: Option<ProcessedDoc<'a>>,
     source: String,
     splits: Vec<DatasetSplit<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions_url: Option<String>,
 }
 
 /// A split in `GET /v1/datasets/{dataset}`: the same facts as [`SplitCount`], whose `/splits`
@@ -222,9 +241,9 @@ pub async fn get_dataset(
     headers: HeaderMap,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    Params::new(q, &[])?;
+    let p = Params::for_dataset(q, &[])?;
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
+    let ds = dataset(&snap, &name, p.version())?;
     // Class counts walk every item of the dataset: cached, a request is one lookup.
     cached_document(&state, &headers, &snap, &["dataset", &ds.name], || {
         let mut body = DatasetDoc {
@@ -245,6 +264,8 @@ pub async fn get_dataset(
                     name: &s.name,
                 })
                 .collect(),
+            version: ds.version(),
+            versions_url: versions_url(ds),
         };
         match ds.kind {
             Kind::Classification => {
@@ -289,9 +310,9 @@ pub async fn list_splits(
     headers: HeaderMap,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    Params::new(q, &[])?;
+    let p = Params::for_dataset(q, &[])?;
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
+    let ds = dataset(&snap, &name, p.version())?;
     cached_document(&state, &headers, &snap, &["splits", &ds.name], || {
         split_counts(ds)
     })
@@ -313,9 +334,9 @@ pub async fn list_classes(
     headers: HeaderMap,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    Params::new(q, &[])?;
+    let p = Params::for_dataset(q, &[])?;
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
+    let ds = dataset(&snap, &name, p.version())?;
     let sp = split(ds, &split_name)?;
     if ds.kind != Kind::Classification {
         return Err(AppError::NotApplicable(format!(
@@ -409,12 +430,12 @@ pub async fn list_items(
     headers: HeaderMap,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, ITEM_LIST_PARAMS)?;
+    let p = Params::for_dataset(q, ITEM_LIST_PARAMS)?;
     let max = state.pipeline.limits().max_page;
     let limit = p.usize_in("limit", DEFAULT_PAGE.min(max), 1, max)?;
     let offset = p.usize_in("offset", 0, 0, usize::MAX / 2)?;
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
+    let ds = dataset(&snap, &name, p.version())?;
     let sp = split(ds, &split_name)?;
     let class = class_filter(ds, p.get("class"))?;
     let (offset_text, limit_text) = (offset.to_string(), limit.to_string());

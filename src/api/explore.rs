@@ -24,9 +24,9 @@ pub async fn get_stats(
     headers: HeaderMap,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, &[])?;
+    let p = Params::for_dataset(q, &[])?;
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
+    let ds = dataset(&snap, &name, p.version())?;
     check_processed(ds, &p, None)?;
     Ok(response::json(&headers, &state.pipeline.dataset_stats(ds)))
 }
@@ -92,13 +92,13 @@ pub async fn get_montage(
     headers: HeaderMap,
     q: RawPairs,
 ) -> Result<Response, AppError> {
-    let p = Params::new(q, MONTAGE_PARAMS)?;
+    let p = Params::for_dataset(q, MONTAGE_PARAMS)?;
     let query = MontageQuery {
         per_class: p.usize_in("per_class", 8, 1, 64)?,
         size: p.usize_in("size", 64, 16, 256)?,
     };
     let snap = snapshot(&state).await?;
-    let ds = dataset(&snap, &name)?;
+    let ds = dataset(&snap, &name, p.version())?;
     check_processed(ds, &p, None)?;
     let sp = split(ds, &split_name)?;
     let prepared = state.pipeline.prepare_montage(ds, sp, query)?;

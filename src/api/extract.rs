@@ -30,6 +30,9 @@ impl From<QueryRejection> for AppError {
     }
 }
 
+/// The query parameter naming a dataset version.
+pub const VERSION: &str = "version";
+
 /// A validated query: only `allowed` names, each at most once.
 #[derive(Debug)]
 pub struct Params {
@@ -62,6 +65,20 @@ impl Params {
             }
         }
         Ok(Params { pairs })
+    }
+
+    /// Checks names against `allowed` plus `version`, which every route under
+    /// `/v1/datasets/{dataset}` takes (the dataset version to serve; default the newest).
+    pub fn for_dataset(raw: RawPairs, allowed: &[&str]) -> Result<Self, AppError> {
+        let mut all = Vec::with_capacity(allowed.len() + 1);
+        all.extend_from_slice(allowed);
+        all.push(VERSION);
+        Self::new(raw, &all)
+    }
+
+    /// `version=`, if given.
+    pub fn version(&self) -> Option<&str> {
+        self.get(VERSION)
     }
 
     /// The value of `name`, if given.

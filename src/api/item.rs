@@ -11,7 +11,8 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
-use super::extract::{Params, Path, RawPairs};
+use super::extract::{Params, Path, RawPairs, VERSION};
+use crate::catalog::discover::is_version;
 use crate::catalog::{Dataset, Item, Kind, Snapshot, Split};
 use crate::config::Limits;
 use crate::error::AppError;
@@ -55,7 +56,7 @@ pub fn check_processed(ds: &Dataset, p: &Params, allowed: Option<&[&str]>) -> Re
             ds.name, pr.source_name, pr.params
         )));
     };
-    match p.names().find(|n| !allowed.contains(n)) {
+    match p.names().find(|n| !allowed.contains(n) && *n != VERSION) {
         None => Ok(()),
         Some(n) => Err(AppError::param_allowed(
             n,
@@ -143,8 +144,9 @@ impl ItemRef {
     pub fn resolve(
         snap: Arc<Snapshot>,
         (ds, sp, id): (&str, &str, &str),
+        version: Option<&str>,
     ) -> Result<Self, AppError> {
-        let d = dataset(&snap, ds)?;
+        let d = dataset(&snap, ds, version)?;
         let s = split(d, sp)?;
         let split_at = d.splits.iter().position(|x| x.name == s.name).unwrap_or(0);
         let it = item(d, s, id)?;
@@ -193,7 +195,7 @@ impl<Q: RouteQuery, K: KindCheck> FromRequestParts<AppState> for ItemRequest<Q, 
         let Path((ds, sp, id)) =
             Path::<(String, String, String)>::from_request_parts(parts, state).await?;
         let raw = RawPairs::from_request_parts(parts, state).await?;
-        let p = Params::new(raw, Q::PARAMS)?;
+        let p = Params::for_dataset(raw, Q::PARAMS)?;
         let query = Q::parse(
             &p,
             &QueryContext {
@@ -202,7 +204,7 @@ impl<Q: RouteQuery, K: KindCheck> FromRequestParts<AppState> for ItemRequest<Q, 
                 path: parts.uri.path(),
             },
         )?;
-        let item = ItemRef::resolve(snapshot(state).await?, (&ds, &sp, &id))?;
+        let item = ItemRef::resolve(snapshot(state).await?, (&ds, &sp, &id), p.version())?;
         K::check(item.dataset())?;
         check_processed(item.dataset(), &p, Q::PROCESSED)?;
         Ok(ItemRequest {
@@ -219,14 +221,57 @@ pub async fn snapshot(state: &AppState) -> Result<Arc<Snapshot>, AppError> {
     Ok(state.catalog.snapshot().await?)
 }
 
-/// A dataset by name; 404 listing the datasets there are.
-pub fn dataset<'a>(snap: &'a Snapshot, name: &str) -> Result<&'a Dataset, AppError> {
-    snap.datasets.get(name).ok_or_else(|| AppError::NotFound {
-        what: "dataset",
-        name: name.into(),
-        available: snap.datasets.keys().cloned().collect(),
-        hint: None,
-    })
+/// A dataset by name, at `version` (`?version=`): a versioned dataset's bare name serves its
+/// newest version, `name@version` (or `?version=`) a given one. 404 listing the datasets, or
+/// the dataset's versions, when one is missing.
+pub fn dataset<'a>(
+    snap: &'a Snapshot,
+    name: &str,
+    version: Option<&str>,
+) -> Result<&'a Dataset, AppError> {
+    let Some(found) = snap.find(name) else {
+        return Err(AppError::NotFound {
+            what: "dataset",
+            name: name.into(),
+            available: snap.listed().map(|d| d.name.clone()).collect(),
+            hint: None,
+        });
+    };
+    let Some(v) = version else {
+        return Ok(found);
+    };
+    if !is_version(v) {
+        return Err(AppError::param_allowed(
+            VERSION,
+            format!("'{v}' is not a dataset version"),
+            "a date YYYY-MM-DD, optionally followed by T, '.', '_' or '-' and more (the \
+             versions /v1/datasets/{dataset}/versions lists)",
+        ));
+    }
+    if let Some(pinned) = found.version().filter(|_| name != found.base()) {
+        // The path names a version already (`name@version`): the query may only repeat it.
+        if pinned != v {
+            return Err(AppError::param(
+                VERSION,
+                format!("'{v}' contradicts the version '{pinned}' the path names ('{name}')"),
+            ));
+        }
+        return Ok(found);
+    }
+    let base = found.base();
+    snap.datasets
+        .get(&format!("{base}@{v}"))
+        .ok_or_else(|| AppError::NotFound {
+            what: "version",
+            name: v.into(),
+            available: snap
+                .versions(base)
+                .filter_map(|d| d.version().map(String::from))
+                .collect(),
+            hint: found.version().is_none().then(|| {
+                format!("dataset '{base}' is not versioned (no dated folders); leave out version")
+            }),
+        })
 }
 
 /// A split by name; 404 listing the dataset's splits.

@@ -35,6 +35,7 @@ pub mod ops;
 pub mod ranges;
 pub mod response;
 pub mod ui;
+pub mod versions;
 pub mod volumes;
 
 /// One route: its path (axum syntax, which is also OpenAPI's), method, the query parameters
@@ -42,7 +43,8 @@ pub mod volumes;
 pub struct Route {
     pub path: &'static str,
     pub method: Method,
-    pub query: &'static [&'static str],
+    /// Every route under `/v1/datasets/{dataset}` (but `.../versions`) also takes `version`.
+    pub query: Vec<&'static str>,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -58,18 +60,19 @@ const VOLUME_PATHS: [&str; 5] = [
 /// Every route we serve. `build_router` mounts exactly these; the contract test checks that
 /// openapi.yaml names exactly these.
 pub fn routes() -> Vec<Route> {
-    let r = |path, method, handler| Route {
-        path,
-        method,
-        query: &[],
-        handler,
+    let q = |path: &'static str, method, query: &'static [&'static str], handler| {
+        let mut query = query.to_vec();
+        if path.starts_with("/v1/datasets/{dataset}") && !path.ends_with("/versions") {
+            query.push(extract::VERSION);
+        }
+        Route {
+            path,
+            method,
+            query,
+            handler,
+        }
     };
-    let q = |path, method, query, handler| Route {
-        path,
-        method,
-        query,
-        handler,
-    };
+    let r = |path, method, handler| q(path, method, &[], handler);
     let mut table = vec![
         r("/", Method::GET, get(ops::index)),
         r("/ui/{file}", Method::GET, get(ui::asset)),
@@ -83,6 +86,11 @@ pub fn routes() -> Vec<Route> {
             "/v1/datasets/{dataset}",
             Method::GET,
             get(datasets::get_dataset),
+        ),
+        r(
+            "/v1/datasets/{dataset}/versions",
+            Method::GET,
+            get(versions::list_versions),
         ),
         r(
             "/v1/datasets/{dataset}/splits",

@@ -45,13 +45,18 @@ pub struct Catalog {
 impl Catalog {
     /// A catalog over `store`; lists nothing until first asked.
     pub fn new(store: Arc<dyn ObjectStore>, ttl: Duration, file: CatalogFile) -> Self {
-        let fallback_name = store
-            .describe()
+        // The data root's folder name; for the workshop's `<area>/raw`, the area's.
+        let described = store.describe();
+        let mut segs = described
             .trim_end_matches('/')
             .rsplit(['/', ':'])
-            .find(|s| !s.is_empty())
-            .unwrap_or("data")
-            .to_string();
+            .filter(|s| !s.is_empty());
+        let fallback_name = match (segs.next(), segs.next()) {
+            (Some("raw"), Some(area)) => area,
+            (Some(last), _) => last,
+            (None, _) => "data",
+        }
+        .to_string();
         Catalog {
             store,
             ttl,

@@ -149,14 +149,63 @@ impl Dataset {
     pub fn split_names(&self) -> Vec<String> {
         self.splits.iter().map(|s| s.name.clone()).collect()
     }
+
+    /// The dataset's version, for a name `base@version` (a dated folder); `None` otherwise.
+    pub fn version(&self) -> Option<&str> {
+        self.name
+            .rsplit_once('@')
+            .map(|(_, v)| v)
+            .filter(|v| super::discover::is_version(v))
+    }
+
+    /// The name without its version: what all versions of the dataset share.
+    pub fn base(&self) -> &str {
+        match self.version() {
+            Some(v) => &self.name[..self.name.len() - v.len() - 1],
+            None => &self.name,
+        }
+    }
 }
 
 /// Every dataset found in one listing of the store.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// Every dataset by its name; a version of a dataset is named `base@version`.
     pub datasets: BTreeMap<String, Dataset>,
+    /// A versioned dataset's base name -> the name of its newest version (what the bare name
+    /// serves).
+    pub newest: BTreeMap<String, String>,
     /// Objects seen in the listing (after junk was skipped).
     pub objects_listed: usize,
     /// Objects that matched no dataset layout.
     pub objects_unmatched: usize,
+}
+
+impl Snapshot {
+    /// The dataset named `name`: a name as listed, or a versioned dataset's bare name (its
+    /// newest version).
+    pub fn find(&self, name: &str) -> Option<&Dataset> {
+        self.datasets
+            .get(name)
+            .or_else(|| self.newest.get(name).and_then(|n| self.datasets.get(n)))
+    }
+
+    /// The datasets `GET /v1/datasets` lists: every unversioned one, and each versioned one by
+    /// its newest version.
+    pub fn listed(&self) -> impl Iterator<Item = &Dataset> {
+        self.datasets.values().filter(|d| {
+            d.version().is_none() || self.newest.get(d.base()).is_some_and(|n| *n == d.name)
+        })
+    }
+
+    /// The versions of the dataset whose base name is `base`, oldest first (empty for an
+    /// unversioned dataset).
+    pub fn versions<'a>(&'a self, base: &'a str) -> impl Iterator<Item = &'a Dataset> + 'a {
+        let from = format!("{base}@");
+        self.datasets
+            .range(from.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&from))
+            .map(|(_, d)| d)
+            .filter(move |d| d.base() == base)
+    }
 }

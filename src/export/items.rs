@@ -132,15 +132,16 @@ pub(super) fn pick_dataset<'a>(
     snap: &'a Snapshot,
     name: Option<&str>,
 ) -> anyhow::Result<&'a Dataset> {
-    let names: Vec<&str> = snap.datasets.keys().map(String::as_str).collect();
+    let names: Vec<&str> = snap.listed().map(|d| d.name.as_str()).collect();
     match name {
-        Some(n) => snap.datasets.get(n).ok_or_else(|| {
+        // A versioned dataset's bare name exports its newest version.
+        Some(n) => snap.find(n).ok_or_else(|| {
             anyhow!(
                 "--dataset {n}: not found in the source; it holds: {}",
                 names.join(", ")
             )
         }),
-        None if names.len() == 1 => Ok(snap.datasets.values().next().expect("one")),
+        None if names.len() == 1 => Ok(snap.listed().next().expect("one")),
         None if names.is_empty() => bail!("the source holds no dataset medserve recognises"),
         None => bail!(
             "the source holds {} datasets; name one with --dataset ({})",

@@ -2,7 +2,8 @@
 //! Decathlon `dataset.json` files; nothing here does I/O.
 //!
 //! Rules, in order (the first that claims a key wins):
-//! 1. Junk is skipped: any segment starting with `.` (macOS `._*`, `.DS_Store`), `__MACOSX`.
+//! 1. Junk is skipped: any segment starting with `.` (macOS `._*`, `.DS_Store`), `__MACOSX`;
+//!    so is `<area>/artifacts/` of the workshop's layout (`naming.rs`).
 //! 2. Configured datasets (`name` + `prefix`) claim every key under their prefix.
 //! 3. A folder holding `imagesTr/`, `imagesTs/` or `dataset.json` is a Decathlon task.
 //! 4. `<root>/<split>/<subject>/{img,image,label,seg,mask,...}.nii[.gz]` is a subject-folder
@@ -13,6 +14,11 @@
 //! Before all of these, a folder holding a complete `manifest.json` of `medserve export` is a
 //! processed dataset and claims every key under it (`processed.rs`).
 //!
+//! Names come from the root's path (`naming.rs`): `<area>/raw/` and `<area>/processed/<name>/`
+//! of the workshop's layout are named after the area and the export, and a root ending in a
+//! date (`.../2026-11-27/`, `mednist@2026-11-27/`) is that version of a dataset, served as
+//! `<name>@<date>`; [`Snapshot::newest`] maps each versioned name to its newest version.
+//!
 //! `decathlon.rs` reads Decathlon tasks (`dataset.json`, `imagesTr`/`labelsTr`/`imagesTs`);
 //! `build.rs` turns grouped keys into classification and subject-folder datasets.
 
@@ -20,13 +26,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
-use super::ids::{slug, stem};
+use super::ids::stem;
 use super::model::{Dataset, Layout, Snapshot};
 use crate::export::manifest::Manifest;
 use crate::store::ObjectMeta;
 
 mod build;
 mod decathlon;
+mod naming;
 mod processed;
 #[cfg(test)]
 mod tests;
@@ -34,6 +41,8 @@ mod tests;
 use build::{build_classification, build_subjects, sort_splits};
 pub use decathlon::{DecathlonJson, DecathlonPair, DecathlonTest, decathlon_json_keys};
 use decathlon::{build_decathlon, decathlon_roots};
+use naming::Areas;
+pub use naming::is_version;
 pub use processed::manifest_keys;
 use processed::{build_processed, export_roots};
 
@@ -247,7 +256,11 @@ pub fn discover(
     fallback_name: &str,
 ) -> Snapshot {
     let exports = export_roots(exports);
-    let keys: Vec<&ObjectMeta> = listing.iter().filter(|m| !is_junk(&m.key)).collect();
+    let areas = Areas::find(listing.iter().filter(|m| !is_junk(&m.key)));
+    let keys: Vec<&ObjectMeta> = listing
+        .iter()
+        .filter(|m| !is_junk(&m.key) && !areas.is_artifact(&m.key))
+        .collect();
     let by_key: HashMap<&str, &ObjectMeta> = keys.iter().map(|m| (m.key.as_str(), *m)).collect();
     let raw: Vec<&ObjectMeta> = keys
         .iter()
@@ -258,17 +271,40 @@ pub fn discover(
                 .any(|(root, _)| m.key.starts_with(root.as_str()))
         })
         .collect();
-    let (building, unmatched) = group(&raw, file, fallback_name);
+    let (building, unmatched) = group(&raw, file, &areas, fallback_name);
     let mut datasets = assemble(building, jsons, &by_key);
     for (root, m) in &exports {
-        let ds = build_processed(&dataset_name(root, fallback_name), root, m, &by_key);
+        let name = areas.naming(root, fallback_name).full();
+        let ds = build_processed(&name, root, m, &by_key);
         insert_unique(&mut datasets, ds);
     }
+    let newest = newest_versions(&datasets);
     Snapshot {
         datasets,
+        newest,
         objects_listed: keys.len(),
         objects_unmatched: unmatched,
     }
+}
+
+/// Each versioned dataset's base name -> the name of its newest version. A dataset served
+/// under the bare base name itself (an unversioned folder of that name) keeps the name.
+fn newest_versions(datasets: &BTreeMap<String, Dataset>) -> BTreeMap<String, String> {
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    // Names sort by base, then version, so the last one seen is the newest.
+    for ds in datasets.values() {
+        if ds.version().is_some() {
+            newest.insert(ds.base().to_string(), ds.name.clone());
+        }
+    }
+    newest.retain(|base, _| {
+        let shadowed = datasets.contains_key(base);
+        if shadowed {
+            tracing::warn!(dataset = %base, "an unversioned dataset has the name of a versioned one: the bare name serves the unversioned one; versions stay reachable as name@version");
+        }
+        !shadowed
+    });
+    newest
 }
 
 /// Places every key in a dataset, grouped by `(root, name)` (a name comes from an override or
@@ -276,6 +312,7 @@ pub fn discover(
 fn group(
     keys: &[&ObjectMeta],
     file: &CatalogFile,
+    areas: &Areas,
     fallback_name: &str,
 ) -> (BTreeMap<(String, String), Building>, usize) {
     let overrides: Vec<(String, String)> = file
@@ -299,7 +336,7 @@ fn group(
         };
         let name = match ov {
             Some((_, name)) => name.clone(),
-            None => dataset_name(&p.root, fallback_name),
+            None => areas.naming(&p.root, fallback_name).full(),
         };
         let b = building.entry((p.root.clone(), name)).or_default();
         if !b.add(p, m) {
@@ -373,13 +410,4 @@ fn insert_unique(datasets: &mut BTreeMap<String, Dataset>, ds: Dataset) {
         n += 1;
     }
     datasets.insert(unique.clone(), Dataset { name: unique, ..ds });
-}
-
-fn dataset_name(root: &str, fallback: &str) -> String {
-    let r = root.trim_end_matches('/');
-    if r.is_empty() {
-        slug(fallback)
-    } else {
-        slug(&r.replace('/', "-"))
-    }
 }

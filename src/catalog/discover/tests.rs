@@ -56,10 +56,61 @@ fn seed_s3_layout_and_mednist_tarball() {
         "MedNIST/Hand/000001.jpeg",
         "MedNIST/HeadCT/000001.jpeg",
     ]);
-    assert_eq!(s.datasets["classification-raw"].split_names(), ["train"]);
+    assert_eq!(s.datasets["classification"].split_names(), ["train"]);
     let m = &s.datasets["MedNIST"];
     assert_eq!(m.split_names(), ["all"]);
     assert_eq!(m.split("all").unwrap().items[1].id, "HeadCT~000001");
+}
+
+/// The workshop page's tree: `<area>/{raw,processed,artifacts}`, with dated versions.
+#[test]
+fn workshop_tree_with_versions_and_artifacts() {
+    let s = run(&[
+        "classification/raw/2026-11-20/train/CXR/1.png",
+        "classification/raw/2026-11-27/train/CXR/1.png",
+        "classification/raw/2026-11-27/train/Hand/2.png",
+        "classification/raw/2026-11-27/val/Hand/3.png",
+        "classification/artifacts/confusion/CXR/matrix.png",
+        "classification/artifacts/model.pt",
+        "segmentation/raw/train/subject_001/img.nii.gz",
+        "segmentation/raw/train/subject_001/label.nii.gz",
+        "segmentation/raw/valid/subject_001/img.nii.gz",
+        "segmentation/artifacts/run1/subject_001/img.nii.gz",
+        "mednist@2026-11-01/train/CXR/1.png",
+    ]);
+    let names: Vec<&str> = s.datasets.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "classification@2026-11-20",
+            "classification@2026-11-27",
+            "mednist@2026-11-01",
+            "segmentation"
+        ]
+    );
+    let new = &s.datasets["classification@2026-11-27"];
+    assert_eq!(
+        (new.base(), new.version()),
+        ("classification", Some("2026-11-27"))
+    );
+    assert_eq!(new.root, "classification/raw/2026-11-27/");
+    assert_eq!(new.split_names(), ["train", "val"]);
+    assert_eq!(s.datasets["classification@2026-11-20"].item_count(), 1);
+    assert_eq!(s.newest["classification"], "classification@2026-11-27");
+    assert_eq!(s.newest["mednist"], "mednist@2026-11-01");
+    let versions: Vec<&str> = s
+        .versions("classification")
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(
+        versions,
+        ["classification@2026-11-20", "classification@2026-11-27"]
+    );
+    assert_eq!(s.versions("segmentation").count(), 0);
+    assert_eq!(s.datasets["segmentation"].split_names(), ["train", "valid"]);
+    // Artifacts are neither datasets nor unmatched objects.
+    assert_eq!(s.objects_unmatched, 0);
+    assert_eq!(s.objects_listed, 8);
 }
 
 #[test]
