@@ -261,6 +261,7 @@ fn disk_entry() -> &'static (DiskCache, CacheKey) {
             key: volume_path().display().to_string(),
             size: file_bytes().len() as u64,
             version: "bench".into(),
+            version_id: None,
         };
         let key = CacheKey::new(Stage::Volume, [&obj], &"nifti");
         disk.store(&key, decoded()).expect("store");

@@ -303,6 +303,16 @@ impl From<StoreError> for AppError {
                 key,
                 message: format!("{size} bytes exceeds the limit of {limit} bytes"),
             },
+            StoreError::NoSuchVersion { key, version_id } => AppError::NotFound {
+                what: "object-version",
+                name: version_id,
+                available: vec![],
+                hint: Some(format!(
+                    "object '{key}' has no such version (S3 lists an object's versions with \
+                     ListObjectVersions, `aws s3api list-object-versions`)"
+                )),
+            },
+            StoreError::NoVersions(msg) => AppError::param("version_id", msg),
             StoreError::Unavailable(msg) => AppError::StorageUnavailable(msg),
         }
     }

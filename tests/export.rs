@@ -255,7 +255,7 @@ async fn s3_destination_with_multipart_uploads() {
         .await
         .unwrap();
     assert_eq!(meta.size, big.len() as u64);
-    let (_, back) = store.get("blob.bin", u64::MAX).await.unwrap();
+    let (_, back) = store.get("blob.bin".into(), u64::MAX).await.unwrap();
     assert!(back == big, "multipart upload read back differently");
     let small = store
         .put("a/b.txt", Bytes::from_static(b"hi"))
@@ -268,11 +268,11 @@ async fn s3_destination_with_multipart_uploads() {
     let s = export(sample_store(), Some(dest.clone()), &o)
         .await
         .unwrap();
-    let (_, body) = dest.get(MANIFEST, 1 << 30).await.unwrap();
+    let (_, body) = dest.get(MANIFEST.into(), 1 << 30).await.unwrap();
     let m: Manifest = serde_json::from_slice(&body).unwrap();
     assert!(m.complete);
     for sh in m.splits.values().flat_map(|s| &s.shards) {
-        let (_, b) = dest.get(&sh.name, 1 << 30).await.unwrap();
+        let (_, b) = dest.get((&sh.name).into(), 1 << 30).await.unwrap();
         assert_eq!(sha256_hex(&b), sh.sha256, "{}", sh.name);
     }
     let again = export(sample_store(), Some(dest), &o).await.unwrap();

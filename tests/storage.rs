@@ -69,20 +69,20 @@ where
     assert_eq!(store.list("many/").await.unwrap().len(), MANY, "pagination");
     assert!(store.list("nothing/").await.unwrap().is_empty());
 
-    let head = store.head("a/b/one.bin").await.unwrap();
+    let head = store.head("a/b/one.bin".into()).await.unwrap();
     assert_eq!(head.size, 100);
-    let (meta, bytes) = store.get("a/b/one.bin", 1 << 20).await.unwrap();
+    let (meta, bytes) = store.get("a/b/one.bin".into(), 1 << 20).await.unwrap();
     assert_eq!(bytes.as_ref(), (0u8..100).collect::<Vec<_>>().as_slice());
     assert_eq!(meta.version, head.version);
 
-    match store.get("c/three.bin", 1000).await {
+    match store.get("c/three.bin".into(), 1000).await {
         Err(StoreError::TooLarge { size, limit, .. }) => assert_eq!((size, limit), (2500, 1000)),
         other => panic!("expected TooLarge, got {other:?}"),
     }
 
     // Streaming reads: the same bytes, the same limits (checked by the reader when the size
     // was not refused up front), off the async runtime.
-    let (meta, reader) = store.open("a/b/one.bin", 1 << 20).await.unwrap();
+    let (meta, reader) = store.open("a/b/one.bin".into(), 1 << 20).await.unwrap();
     assert_eq!(meta.version, head.version);
     let streamed = tokio::task::spawn_blocking(move || {
         let mut reader = reader;
@@ -94,11 +94,11 @@ where
     .unwrap();
     assert_eq!(streamed, (0u8..100).collect::<Vec<_>>());
     assert!(matches!(
-        store.open("c/three.bin", 1000).await.map(|(m, _)| m),
+        store.open("c/three.bin".into(), 1000).await.map(|(m, _)| m),
         Err(StoreError::TooLarge { .. })
     ));
     assert!(matches!(
-        store.open("nope.bin", 1000).await.map(|(m, _)| m),
+        store.open("nope.bin".into(), 1000).await.map(|(m, _)| m),
         Err(StoreError::NotFound(_))
     ));
     let mut capped = medserve::store::LimitedReader::new(&[7u8; 50][..], "k", 20);
@@ -110,19 +110,23 @@ where
 
     assert_eq!(
         store
-            .get_range("a/b/one.bin", 10..20)
+            .get_range("a/b/one.bin".into(), 10..20)
             .await
             .unwrap()
             .as_ref(),
         &(10u8..20).collect::<Vec<_>>()[..]
     );
     assert_eq!(
-        store.get_range("a/b/one.bin", 95..500).await.unwrap().len(),
+        store
+            .get_range("a/b/one.bin".into(), 95..500)
+            .await
+            .unwrap()
+            .len(),
         5
     );
     assert!(
         store
-            .get_range("a/b/one.bin", 200..300)
+            .get_range("a/b/one.bin".into(), 200..300)
             .await
             .unwrap()
             .is_empty()
@@ -131,13 +135,16 @@ where
     // (A key that names a folder is also "not found" on disk and on S3; s3s-fs answers 500 for
     // it, a quirk of that server, so that case is checked for the local backend only.)
     for missing in ["nope.bin", "a/b/nope"] {
-        let r = store.get(missing, 1 << 20).await;
+        let r = store.get(missing.into(), 1 << 20).await;
         assert!(
             matches!(r, Err(StoreError::NotFound(_))),
             "get {missing}: {r:?}"
         );
         assert!(
-            matches!(store.head(missing).await, Err(StoreError::NotFound(_))),
+            matches!(
+                store.head(missing.into()).await,
+                Err(StoreError::NotFound(_))
+            ),
             "head {missing}"
         );
     }
@@ -152,13 +159,16 @@ where
     ] {
         assert!(
             matches!(
-                store.get(bad, 1 << 20).await,
+                store.get(bad.into(), 1 << 20).await,
                 Err(StoreError::InvalidKey { .. })
             ),
             "get {bad:?}"
         );
         assert!(
-            matches!(store.head(bad).await, Err(StoreError::InvalidKey { .. })),
+            matches!(
+                store.head(bad.into()).await,
+                Err(StoreError::InvalidKey { .. })
+            ),
             "head {bad:?}"
         );
     }
@@ -167,9 +177,9 @@ where
         Err(StoreError::InvalidKey { .. })
     ));
 
-    let before = store.head("a/two.txt").await.unwrap().version;
+    let before = store.head("a/two.txt".into()).await.unwrap().version;
     rewrite().await;
-    let after = store.head("a/two.txt").await.unwrap();
+    let after = store.head("a/two.txt".into()).await.unwrap();
     assert_ne!(before, after.version, "a new content gets a new version");
     assert_eq!(after.size, "two, changed".len() as u64);
 }
@@ -193,7 +203,7 @@ async fn local_backend_conformance() {
     })
     .await;
     assert!(matches!(
-        store.get("a/b", 100).await,
+        store.get("a/b".into(), 100).await,
         Err(StoreError::NotFound(_))
     ));
 }
@@ -214,11 +224,11 @@ async fn local_backend_refuses_symlinks_leaving_the_root() {
     let listed = keys(&store, "").await;
     assert_eq!(listed, ["ok.txt"]);
     assert!(matches!(
-        store.get("leak.txt", 100).await,
+        store.get("leak.txt".into(), 100).await,
         Err(StoreError::InvalidKey { .. })
     ));
     assert!(matches!(
-        store.get("leakdir/secret.txt", 100).await,
+        store.get("leakdir/secret.txt".into(), 100).await,
         Err(StoreError::InvalidKey { .. })
     ));
 }
@@ -278,7 +288,7 @@ async fn s3_unreachable_is_unavailable_not_a_hang() {
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
-        store.get("x", 10).await,
+        store.get("x".into(), 10).await,
         Err(StoreError::Unavailable(_))
     ));
 
@@ -400,6 +410,9 @@ fn readme_paths() -> Vec<String> {
     text.lines()
         .map(str::trim_start)
         .filter(|l| l.starts_with("curl ") && !l.contains("-X "))
+        // Object versions differ by design: a folder refuses a version id, and s3s-fs (which
+        // keeps no versions) ignores it. tools/check_versions.py reads them from moto.
+        .filter(|l| !l.contains("version_id="))
         .filter_map(|l| {
             let start = l.find("http://127.0.0.1:8080")? + "http://127.0.0.1:8080".len();
             let rest = &l[start..];

@@ -254,6 +254,29 @@ async fn wrong_versions_are_named_with_the_ones_there_are() {
     assert!(p["detail"].as_str().unwrap().contains("contradicts"), "{p}");
     let r = get(&app, "/v1/datasets/classification@2026-01-01").await;
     assert_problem(&r, 404, "dataset-not-found");
+    // Object versions are S3's: a folder keeps none, an export's shards take none.
+    let item = "/v1/datasets/classification/splits/train/items/CXR~002001";
+    let r = get(
+        &app,
+        &format!("{item}/image?version_id=3HL4kqtJlcpXroDTDmJ"),
+    )
+    .await;
+    let p = assert_problem(&r, 400, "invalid-parameter");
+    assert_eq!(p["parameter"], "version_id", "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("local folder"),
+        "{p}"
+    );
+    let r = get(&app, &format!("{item}?label_version_id=x")).await;
+    let p = assert_problem(&r, 400, "invalid-parameter");
+    assert!(p["detail"].as_str().unwrap().contains("no mask"), "{p}");
+    let r = get(&app, &format!("{item}/image?version_id=")).await;
+    assert_problem(&r, 400, "invalid-parameter");
+    let exported = json(&app, "/v1/datasets/mednist-32/splits/train/items?limit=1").await;
+    let id = exported["items"][0]["id"].as_str().unwrap().to_string();
+    let uri = format!("/v1/datasets/mednist-32/splits/train/items/{id}/image?version_id=x");
+    let p = assert_problem(&get(&app, &uri).await, 400, "invalid-parameter");
+    assert_eq!(p["parameter"], "version_id", "{p}");
     // Given twice is refused like any parameter.
     let r = get(
         &app,

@@ -482,14 +482,16 @@ pub async fn get_item(
     let (ds, sp, it) = (req.item.dataset(), req.item.split(), req.item.item());
     let mut body = serde_json::to_value(item_summary(ds, sp, it))
         .map_err(|e| AppError::Internal(format!("serialising JSON: {e}")))?;
-    let mut objects = vec![json!({
-        "role": "image",
-        "key": it.image.key,
-        "size": it.image.size,
-        "version": it.image.version,
-    })];
+    let object = |role: &str, o: &crate::catalog::ObjectMeta| {
+        let mut v = json!({"role": role, "key": o.key, "size": o.size, "version": o.version});
+        if let Some(id) = &o.version_id {
+            v["version_id"] = json!(id);
+        }
+        v
+    };
+    let mut objects = vec![object("image", &it.image)];
     if let Some(l) = &it.label {
-        objects.push(json!({"role": "label", "key": l.key, "size": l.size, "version": l.version}));
+        objects.push(object("label", l));
     }
     // A processed item's objects are its shard; `range` says where in it each array sits.
     if let Some(m) = &it.member {

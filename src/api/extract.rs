@@ -33,6 +33,9 @@ impl From<QueryRejection> for AppError {
 /// The query parameter naming a dataset version.
 pub const VERSION: &str = "version";
 
+/// The query parameters naming a stored S3 version of an item's image and mask objects.
+pub const OBJECT_VERSIONS: [&str; 2] = ["version_id", "label_version_id"];
+
 /// A validated query: only `allowed` names, each at most once.
 #[derive(Debug)]
 pub struct Params {
@@ -74,6 +77,15 @@ impl Params {
         all.extend_from_slice(allowed);
         all.push(VERSION);
         Self::new(raw, &all)
+    }
+
+    /// [`for_dataset`](Self::for_dataset) plus `version_id` and `label_version_id`, which every
+    /// route of one item takes (a stored S3 version of its image or mask object).
+    pub fn for_item(raw: RawPairs, allowed: &[&str]) -> Result<Self, AppError> {
+        let mut all = Vec::with_capacity(allowed.len() + 2);
+        all.extend_from_slice(allowed);
+        all.extend_from_slice(&OBJECT_VERSIONS);
+        Self::for_dataset(raw, &all)
     }
 
     /// `version=`, if given.

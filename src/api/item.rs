@@ -11,7 +11,7 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
-use super::extract::{Params, Path, RawPairs, VERSION};
+use super::extract::{OBJECT_VERSIONS, Params, Path, RawPairs, VERSION};
 use crate::catalog::discover::is_version;
 use crate::catalog::{Dataset, Item, Kind, Snapshot, Split};
 use crate::config::Limits;
@@ -137,6 +137,8 @@ pub struct ItemRef {
     dataset: String,
     split: usize,
     item: usize,
+    /// The item with its objects pinned to stored S3 versions (`?version_id=`), if asked.
+    pinned: Option<Arc<Item>>,
 }
 
 impl ItemRef {
@@ -156,6 +158,7 @@ impl ItemRef {
             snap,
             split: split_at,
             item: item_at,
+            pinned: None,
         })
     }
 
@@ -169,9 +172,43 @@ impl ItemRef {
         &self.dataset().splits[self.split]
     }
 
-    /// The item.
+    /// The item (with its objects at the stored versions asked for, if any).
     pub fn item(&self) -> &Item {
-        &self.split().items[self.item]
+        match &self.pinned {
+            Some(it) => it,
+            None => &self.split().items[self.item],
+        }
+    }
+
+    /// Pins the item's image object to the stored version `image` and its mask object to
+    /// `label` (S3 version ids): each is looked up once (HEAD), so a missing version is a 404
+    /// before any work, and every read, cache key and ETag then names that version.
+    pub async fn pin_versions(
+        &mut self,
+        pipeline: &crate::pipeline::Pipeline,
+        image: Option<&str>,
+        label: Option<&str>,
+    ) -> Result<(), AppError> {
+        if image.is_none() && label.is_none() {
+            return Ok(());
+        }
+        let mut it = self.item().clone();
+        if let Some(v) = image {
+            check_version_id("version_id", v)?;
+            it.image = pipeline.object_version(&it.image, v).await?;
+        }
+        if let Some(v) = label {
+            check_version_id("label_version_id", v)?;
+            let Some(l) = &it.label else {
+                return Err(AppError::param(
+                    "label_version_id",
+                    format!("item '{}' has no mask object to read a version of", it.id),
+                ));
+            };
+            it.label = Some(pipeline.object_version(l, v).await?);
+        }
+        self.pinned = Some(Arc::new(it));
+        Ok(())
     }
 
     /// What `augment`'s random transforms draw for this item.
@@ -195,7 +232,7 @@ impl<Q: RouteQuery, K: KindCheck> FromRequestParts<AppState> for ItemRequest<Q, 
         let Path((ds, sp, id)) =
             Path::<(String, String, String)>::from_request_parts(parts, state).await?;
         let raw = RawPairs::from_request_parts(parts, state).await?;
-        let p = Params::for_dataset(raw, Q::PARAMS)?;
+        let p = Params::for_item(raw, Q::PARAMS)?;
         let query = Q::parse(
             &p,
             &QueryContext {
@@ -204,9 +241,11 @@ impl<Q: RouteQuery, K: KindCheck> FromRequestParts<AppState> for ItemRequest<Q, 
                 path: parts.uri.path(),
             },
         )?;
-        let item = ItemRef::resolve(snapshot(state).await?, (&ds, &sp, &id), p.version())?;
+        let mut item = ItemRef::resolve(snapshot(state).await?, (&ds, &sp, &id), p.version())?;
         K::check(item.dataset())?;
         check_processed(item.dataset(), &p, Q::PROCESSED)?;
+        let [image, label] = OBJECT_VERSIONS.map(|n| p.get(n));
+        item.pin_versions(&state.pipeline, image, label).await?;
         Ok(ItemRequest {
             query,
             item,
@@ -329,4 +368,20 @@ pub fn class_filter(ds: &Dataset, class: Option<&str>) -> Result<Option<usize>, 
             hint: None,
         })?;
     Ok(Some(at))
+}
+
+/// An S3 version id as a client may give it: 1 to 1024 URL-safe printable characters (S3's
+/// ids are opaque, about 32 of them; `null` names the version written before versioning was
+/// turned on).
+fn check_version_id(name: &str, v: &str) -> Result<(), AppError> {
+    let ok = !v.is_empty() && v.len() <= 1024 && v.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::param_allowed(
+            name,
+            "not an object version id",
+            "an S3 version id (1 to 1024 printable characters) as ListObjectVersions gives it",
+        ))
+    }
 }

@@ -43,7 +43,8 @@ pub mod volumes;
 pub struct Route {
     pub path: &'static str,
     pub method: Method,
-    /// Every route under `/v1/datasets/{dataset}` (but `.../versions`) also takes `version`.
+    /// Every route under `/v1/datasets/{dataset}` (but `.../versions`) also takes `version`,
+    /// and every route of one item `version_id` and `label_version_id`.
     pub query: Vec<&'static str>,
     pub handler: MethodRouter<AppState>,
 }
@@ -64,6 +65,9 @@ pub fn routes() -> Vec<Route> {
         let mut query = query.to_vec();
         if path.starts_with("/v1/datasets/{dataset}") && !path.ends_with("/versions") {
             query.push(extract::VERSION);
+        }
+        if path.contains("/items/{item}") {
+            query.extend(extract::OBJECT_VERSIONS);
         }
         Route {
             path,

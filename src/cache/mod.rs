@@ -128,7 +128,14 @@ impl CacheKey {
             stage,
             objects: objects
                 .into_iter()
-                .map(|o| (o.key.clone(), o.version.clone()))
+                .map(|o| {
+                    // A pinned S3 version (`?version_id=`) names itself as well as its ETag.
+                    let version = match &o.version_id {
+                        Some(id) => format!("{}#{id}", o.version),
+                        None => o.version.clone(),
+                    };
+                    (o.key.clone(), version)
+                })
                 .collect(),
             transform: transform.canonical(),
         }
@@ -481,6 +488,7 @@ mod tests {
             key: key.into(),
             size: 1,
             version: version.into(),
+            version_id: None,
         }
     }
 

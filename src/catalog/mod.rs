@@ -10,6 +10,8 @@ pub mod discover;
 pub mod ids;
 pub mod model;
 
+/// An item's objects, as listed (and, with `?version_id=`, pinned to a stored version).
+pub use crate::store::ObjectMeta;
 pub use discover::{CatalogFile, DatasetOverride};
 pub use model::{Dataset, Item, Kind, Layout, Member, Processed, Snapshot, Split};
 
@@ -118,7 +120,7 @@ impl Catalog {
         let listing = self.store.list("").await?;
         let mut jsons = HashMap::new();
         for key in discover::decathlon_json_keys(&listing, &self.file) {
-            match self.store.get(&key, MAX_DATASET_JSON).await {
+            match self.store.get((&key).into(), MAX_DATASET_JSON).await {
                 Ok((_, bytes)) => match serde_json::from_slice::<DecathlonJson>(&bytes) {
                     Ok(j) => {
                         jsons.insert(key, j);
@@ -133,7 +135,7 @@ impl Catalog {
         }
         let mut exports = HashMap::new();
         for key in discover::manifest_keys(&listing) {
-            match self.store.get(&key, MAX_MANIFEST).await {
+            match self.store.get((&key).into(), MAX_MANIFEST).await {
                 Ok((_, bytes)) => {
                     // Other tools write files called manifest.json too: only ours count.
                     if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) {

@@ -87,7 +87,7 @@ struct Planned<'a> {
 }
 
 async fn read_manifest(dest: &dyn ObjectStore) -> anyhow::Result<Option<Manifest>> {
-    match dest.get(MANIFEST, 256 << 20).await {
+    match dest.get(MANIFEST.into(), 256 << 20).await {
         Ok((_, bytes)) => match serde_json::from_slice::<Manifest>(&bytes) {
             Ok(m) if m.format == FORMAT => Ok(Some(m)),
             _ => {
@@ -123,7 +123,10 @@ async fn still_good(
     if !same_items || old.sha256.is_empty() {
         return false;
     }
-    match dest.get(&old.name, old.size.saturating_add(1)).await {
+    match dest
+        .get((&old.name).into(), old.size.saturating_add(1))
+        .await
+    {
         Ok((_, bytes)) => {
             let bytes = bytes.to_vec();
             let hash = tokio::task::spawn_blocking(move || sha256_hex(&bytes)).await;

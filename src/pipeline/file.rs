@@ -52,13 +52,14 @@ impl Pipeline {
         }
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        let key = obj.key.clone();
+        let obj = obj.clone();
         let end = range.end;
         let read = move |at: u64| {
-            let (store, metrics, key) = (store.clone(), metrics.clone(), key.clone());
+            let (store, metrics, obj) = (store.clone(), metrics.clone(), obj.clone());
             async move {
+                let key = &obj.key;
                 let stop = (at + CHUNK).min(end);
-                let b = store.get_range(&key, at..stop).await?;
+                let b = store.get_range(obj.at(), at..stop).await?;
                 Metrics::inc(&metrics.range_gets);
                 Metrics::add(&metrics.range_get_bytes, b.len() as u64);
                 if b.len() as u64 != stop - at {

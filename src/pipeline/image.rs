@@ -182,13 +182,13 @@ impl Pipeline {
         opts: DecodeOptions,
     ) -> Result<Arc<Tensor>, PipelineError> {
         let key = Key::new(Stage::Decoded, [&item.image], &opts);
-        let object_key = item.image.key.clone();
+        let object = item.image.clone();
         self.cache
             .get_or_compute_with(key, || async {
                 let t = std::time::Instant::now();
                 let (_, bytes) = self
                     .store
-                    .get(&object_key, self.limits.max_object_bytes)
+                    .get(object.at(), self.limits.max_object_bytes)
                     .await?;
                 Metrics::time(&self.metrics.fetch_us, t);
                 Metrics::inc(&self.metrics.storage_gets);
@@ -200,7 +200,7 @@ impl Pipeline {
                     .await?;
                 Metrics::time(&self.metrics.decode_us, t);
                 Metrics::inc(&self.metrics.decodes);
-                let d = d.map_err(|e| decode_error(&object_key, e))?;
+                let d = d.map_err(|e| decode_error(&object.key, e))?;
                 Ok(Tensor {
                     info: Some(d.info),
                     data: d.data.into_dyn(),
@@ -332,6 +332,7 @@ mod tests {
                 key: "a.png".into(),
                 size: 1,
                 version: "1".into(),
+                version_id: None,
             },
             label: None,
             member: None,

@@ -90,7 +90,7 @@ impl Pipeline {
         let t = std::time::Instant::now();
         let (meta, mut reader) = self
             .store
-            .open(&object_key, self.limits.max_object_bytes)
+            .open(obj.at(), self.limits.max_object_bytes)
             .await?;
         Metrics::time(&self.metrics.fetch_us, t);
         Metrics::inc(&self.metrics.storage_gets);

@@ -220,6 +220,17 @@ impl Pipeline {
         self.disk.as_ref().map(|d| d.usage())
     }
 
+    /// `obj` at the stored version `version_id` (S3 `versionId`): its size and ETag at that
+    /// version, and the id every read of it then names. One HEAD request.
+    pub async fn object_version(
+        &self,
+        obj: &crate::store::ObjectMeta,
+        version_id: &str,
+    ) -> Result<crate::store::ObjectMeta, PipelineError> {
+        let at = crate::store::ObjectAt::version(&obj.key, version_id);
+        Ok(self.store.head(at).await?)
+    }
+
     /// The limits requests are checked against.
     pub fn limits(&self) -> &Limits {
         &self.limits

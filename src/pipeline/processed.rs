@@ -55,7 +55,7 @@ impl Pipeline {
         obj: &ObjectMeta,
         range: &Range<u64>,
     ) -> Result<Bytes, PipelineError> {
-        let b = self.store.get_range(&obj.key, range.clone()).await?;
+        let b = self.store.get_range(obj.at(), range.clone()).await?;
         Metrics::inc(&self.metrics.range_gets);
         Metrics::add(&self.metrics.range_get_bytes, b.len() as u64);
         if b.len() as u64 != range.end - range.start {

@@ -171,7 +171,7 @@ impl Pipeline {
         range: std::ops::Range<u64>,
     ) -> Result<bytes::Bytes, PipelineError> {
         let t = std::time::Instant::now();
-        let b = self.store.get_range(&obj.key, range).await?;
+        let b = self.store.get_range(obj.at(), range).await?;
         Metrics::time(&self.metrics.fetch_us, t);
         Metrics::inc(&self.metrics.range_gets);
         Metrics::add(&self.metrics.range_get_bytes, b.len() as u64);

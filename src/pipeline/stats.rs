@@ -292,7 +292,7 @@ impl Pipeline {
         let opts = DecodeOptions::monai(self.limits.max_pixels);
         let mut fetched = futures::stream::iter(items)
             .map(|it| async move {
-                let got = self.store.get(&it.image.key, max).await;
+                let got = self.store.get(it.image.at(), max).await;
                 (it, got)
             })
             .buffered(FETCH_AHEAD);

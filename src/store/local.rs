@@ -12,8 +12,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{
-    LimitedReader, ObjectMeta, ObjectReader, ObjectStore, ReadFailure, StoreError, validate_key,
-    validate_prefix,
+    LimitedReader, ObjectAt, ObjectMeta, ObjectReader, ObjectStore, ReadFailure, StoreError,
+    validate_key, validate_prefix,
 };
 
 /// Objects are the regular files below `root`; keys are their relative paths with `/`.
@@ -75,6 +75,15 @@ impl LocalStore {
             key: key.to_string(),
             size: md.len(),
             version: version_of(md),
+            version_id: None,
+        }
+    }
+
+    /// The key of `at`; a folder keeps one version of each file.
+    fn latest_only<'a>(&self, at: ObjectAt<'a>) -> Result<&'a str, StoreError> {
+        match at.version_id {
+            None => Ok(at.key),
+            Some(_) => Err(StoreError::NoVersions("a local folder".into())),
         }
     }
 }
@@ -135,6 +144,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
             size: md.len(),
             version: version_of(&md),
             key,
+            version_id: None,
         });
     }
     Ok(())
@@ -179,7 +189,8 @@ impl ObjectStore for LocalStore {
         .map_err(|e| StoreError::Unavailable(format!("listing task failed: {e}")))?
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+    async fn head(&self, at: ObjectAt<'_>) -> Result<ObjectMeta, StoreError> {
+        let key = self.latest_only(at)?;
         let path = self.resolve(key)?;
         let md = tokio::fs::metadata(&path)
             .await
@@ -191,8 +202,13 @@ impl ObjectStore for LocalStore {
         true
     }
 
-    async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError> {
-        let (meta, mut reader) = self.open(key, max_bytes).await?;
+    async fn get(
+        &self,
+        at: ObjectAt<'_>,
+        max_bytes: u64,
+    ) -> Result<(ObjectMeta, Bytes), StoreError> {
+        let key = self.latest_only(at)?;
+        let (meta, mut reader) = self.open(at, max_bytes).await?;
         let key = key.to_string();
         // One blocking task for the whole read: tokio's File hops to the blocking pool per
         // chunk, which costs several times the read itself for objects of tens of MB. The
@@ -209,9 +225,10 @@ impl ObjectStore for LocalStore {
 
     async fn open(
         &self,
-        key: &str,
+        at: ObjectAt<'_>,
         max_bytes: u64,
     ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
+        let key = self.latest_only(at)?;
         let path = self.resolve(key)?;
         let store = self.clone();
         let key = key.to_string();
@@ -233,7 +250,8 @@ impl ObjectStore for LocalStore {
         .map_err(|e| StoreError::Unavailable(format!("opening a file: {e}")))?
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+    async fn get_range(&self, at: ObjectAt<'_>, range: Range<u64>) -> Result<Bytes, StoreError> {
+        let key = self.latest_only(at)?;
         let path = self.resolve(key)?;
         let mut file = tokio::fs::File::open(&path)
             .await

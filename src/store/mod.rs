@@ -30,6 +30,57 @@ pub struct ObjectMeta {
     /// HTTP ETag. Only versions from the same operation are comparable (a listing's may be
     /// spelled differently from `head`'s).
     pub version: String,
+    /// Set only for an object read at a given S3 version (`?version_id=`): the store's id of
+    /// that version, which reads must name. Listings never set it (they list the latest).
+    pub version_id: Option<String>,
+}
+
+impl ObjectMeta {
+    /// Where reads of this object go: its key, at its pinned version if it has one.
+    pub fn at(&self) -> ObjectAt<'_> {
+        ObjectAt {
+            key: &self.key,
+            version_id: self.version_id.as_deref(),
+        }
+    }
+}
+
+/// An object to read: a key, and optionally one stored version of it (S3 `versionId`; stores
+/// without versions refuse one with [`StoreError::NoVersions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectAt<'a> {
+    pub key: &'a str,
+    pub version_id: Option<&'a str>,
+}
+
+impl<'a> ObjectAt<'a> {
+    /// The latest version of `key`.
+    pub fn latest(key: &'a str) -> Self {
+        ObjectAt {
+            key,
+            version_id: None,
+        }
+    }
+
+    /// `key` at the stored version `version_id`.
+    pub fn version(key: &'a str, version_id: &'a str) -> Self {
+        ObjectAt {
+            key,
+            version_id: Some(version_id),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for ObjectAt<'a> {
+    fn from(key: &'a str) -> Self {
+        ObjectAt::latest(key)
+    }
+}
+
+impl<'a> From<&'a String> for ObjectAt<'a> {
+    fn from(key: &'a String) -> Self {
+        ObjectAt::latest(key)
+    }
 }
 
 /// Failures of a storage operation.
@@ -44,6 +95,12 @@ pub enum StoreError {
     /// The object is larger than the caller allows.
     #[error("object '{key}' has {size} bytes, more than the limit of {limit}")]
     TooLarge { key: String, size: u64, limit: u64 },
+    /// No stored version of that id (or the store keeps none: an unversioned bucket).
+    #[error("no version '{version_id}' of object '{key}'")]
+    NoSuchVersion { key: String, version_id: String },
+    /// A version was asked of a store that keeps none (a local folder).
+    #[error("{0} keeps no object versions; version ids are for versioned S3 buckets")]
+    NoVersions(String),
     /// The backend cannot be reached or failed on its side.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -66,22 +123,27 @@ pub trait ObjectStore: Send + Sync + Debug {
     /// handled inside.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
 
-    /// Size and version of one object.
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+    /// Size and version of one object (at `at.version_id` when given: its `version_id` is then
+    /// set).
+    async fn head(&self, at: ObjectAt<'_>) -> Result<ObjectMeta, StoreError>;
 
     /// The whole object, refused with [`StoreError::TooLarge`] before reading when it has more
     /// than `max_bytes` bytes.
-    async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError>;
+    async fn get(
+        &self,
+        at: ObjectAt<'_>,
+        max_bytes: u64,
+    ) -> Result<(ObjectMeta, Bytes), StoreError>;
 
     /// Bytes `range` of an object (clamped to its end).
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    async fn get_range(&self, at: ObjectAt<'_>, range: Range<u64>) -> Result<Bytes, StoreError>;
     /// Starts reading a whole object: its metadata and a *blocking* reader of its bytes, to be
     /// consumed off the async runtime (in `spawn_blocking`), so a decoder can work while the
     /// bytes still arrive. The reader fails with [`ReadFailure`] inside its `io::Error` when
     /// the store fails mid-way or the object passes `max_bytes`.
     async fn open(
         &self,
-        key: &str,
+        at: ObjectAt<'_>,
         max_bytes: u64,
     ) -> Result<(ObjectMeta, ObjectReader), StoreError>;
 

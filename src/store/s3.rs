@@ -19,8 +19,8 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    LimitedReader, MULTIPART_FROM, ObjectMeta, ObjectRead, ObjectReader, ObjectStore, PART_BYTES,
-    ReadFailure, StoreError, WaitGuard, validate_key, validate_prefix,
+    LimitedReader, MULTIPART_FROM, ObjectAt, ObjectMeta, ObjectRead, ObjectReader, ObjectStore,
+    PART_BYTES, ReadFailure, StoreError, WaitGuard, validate_key, validate_prefix,
 };
 
 /// How to reach a bucket.
@@ -122,18 +122,20 @@ impl S3Store {
     /// Sends a GET and checks the announced size: the metadata and the unread body.
     async fn get_object(
         &self,
-        key: &str,
+        at: ObjectAt<'_>,
         max_bytes: u64,
     ) -> Result<(ObjectMeta, aws_sdk_s3::primitives::ByteStream), StoreError> {
+        let key = at.key;
         validate_key(key)?;
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
+            .set_version_id(at.version_id.map(String::from))
             .send()
             .await
-            .map_err(|e| map_err(key, "get", e))?;
+            .map_err(|e| map_err_at(at, "get", e))?;
         let size = out.content_length().unwrap_or(0).max(0) as u64;
         if size > max_bytes {
             return Err(StoreError::TooLarge {
@@ -146,6 +148,7 @@ impl S3Store {
             key: key.into(),
             size,
             version: etag_version(out.e_tag()),
+            version_id: at.version_id.map(String::from),
         };
         Ok((meta, out.body))
     }
@@ -280,6 +283,26 @@ fn etag_version(etag: Option<&str>) -> String {
 
 /// Maps an SDK error: 404 is "not found" (except a missing bucket, which is a setup problem);
 /// everything else means the store cannot serve us now.
+/// [`map_err`] for a read of `at`: at a version id, 404 (`NoSuchVersion`, or no such key) and
+/// 400 `InvalidArgument` (AWS's answer to a malformed id, or to an id on an unversioned
+/// bucket) mean that version is not there.
+fn map_err_at<E>(at: ObjectAt<'_>, op: &str, e: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    if let Some(v) = at.version_id {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let missing = status == Some(404) && e.code() != Some("NoSuchBucket");
+        if missing || (status == Some(400) && e.code() == Some("InvalidArgument")) {
+            return StoreError::NoSuchVersion {
+                key: at.key.into(),
+                version_id: v.into(),
+            };
+        }
+    }
+    map_err(at.key, op, e)
+}
+
 fn map_err<E>(key: &str, op: &str, e: SdkError<E, HttpResponse>) -> StoreError
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
@@ -337,6 +360,7 @@ impl ObjectStore for S3Store {
                             o.size().unwrap_or(0)
                         ),
                     },
+                    version_id: None,
                 });
             }
         }
@@ -344,25 +368,33 @@ impl ObjectStore for S3Store {
         Ok(out)
     }
 
-    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
+    async fn head(&self, at: ObjectAt<'_>) -> Result<ObjectMeta, StoreError> {
+        let key = at.key;
         validate_key(key)?;
         let out = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
+            .set_version_id(at.version_id.map(String::from))
             .send()
             .await
-            .map_err(|e| map_err(key, "head", e))?;
+            .map_err(|e| map_err_at(at, "head", e))?;
         Ok(ObjectMeta {
             key: key.into(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             version: etag_version(out.e_tag()),
+            version_id: at.version_id.map(String::from),
         })
     }
 
-    async fn get(&self, key: &str, max_bytes: u64) -> Result<(ObjectMeta, Bytes), StoreError> {
-        let (meta, mut body) = self.get_object(key, max_bytes).await?;
+    async fn get(
+        &self,
+        at: ObjectAt<'_>,
+        max_bytes: u64,
+    ) -> Result<(ObjectMeta, Bytes), StoreError> {
+        let key = at.key;
+        let (meta, mut body) = self.get_object(at, max_bytes).await?;
         // Content-Length may lie (or be absent): stop reading as soon as the limit is passed.
         let mut buf = BytesMut::with_capacity(meta.size as usize);
         while let Some(chunk) = body
@@ -384,10 +416,11 @@ impl ObjectStore for S3Store {
 
     async fn open(
         &self,
-        key: &str,
+        at: ObjectAt<'_>,
         max_bytes: u64,
     ) -> Result<(ObjectMeta, ObjectReader), StoreError> {
-        let (meta, body) = self.get_object(key, max_bytes).await?;
+        let key = at.key;
+        let (meta, body) = self.get_object(at, max_bytes).await?;
         let body = BodyReader {
             body,
             chunk: Bytes::new(),
@@ -401,7 +434,8 @@ impl ObjectStore for S3Store {
         Ok((meta, reader))
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+    async fn get_range(&self, at: ObjectAt<'_>, range: Range<u64>) -> Result<Bytes, StoreError> {
+        let key = at.key;
         validate_key(key)?;
         if range.end <= range.start {
             return Ok(Bytes::new());
@@ -411,6 +445,7 @@ impl ObjectStore for S3Store {
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
+            .set_version_id(at.version_id.map(String::from))
             .range(format!("bytes={}-{}", range.start, range.end - 1))
             .send()
             .await;
@@ -421,7 +456,7 @@ impl ObjectStore for S3Store {
                 if e.raw_response().map(|r| r.status().as_u16()) == Some(416) {
                     return Ok(Bytes::new());
                 }
-                return Err(map_err(key, "get range", e));
+                return Err(map_err_at(at, "get range", e));
             }
         };
         let data = out
@@ -453,6 +488,7 @@ impl ObjectStore for S3Store {
             key: key.into(),
             size,
             version,
+            version_id: None,
         })
     }
 

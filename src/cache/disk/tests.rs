@@ -8,6 +8,7 @@ fn key(name: &str, version: &str) -> CacheKey {
         key: name.into(),
         size: 1,
         version: version.into(),
+        version_id: None,
     };
     CacheKey::new(Stage::Volume, [&obj], &"nifti")
 }

@@ -151,6 +151,7 @@ mod tests {
             key: key.into(),
             size: 1,
             version: "v".into(),
+            version_id: None,
         }
     }
 

@@ -9,6 +9,7 @@ fn meta(keys: &[&str]) -> Vec<ObjectMeta> {
             key: k.to_string(),
             size: 1,
             version: "v".into(),
+            version_id: None,
         })
         .collect()
 }
