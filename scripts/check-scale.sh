@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Scale-out proven on loopback (issue 13 §3): three release replicas of medserve behind
 # Debian's nginx hashing on dataset/split/item, a bounded wrk load with `kill -9` of one
-# replica, its restart, and round robin for comparison (tools/check_scale.py says what is
-# measured). Installs nginx and wrk from Debian when missing, without starting nginx's system
-# service. Ends with `scale checks: N passed, M failed`.
+# replica, its restart, and round robin for comparison; then a hot item behind nginx and
+# behind HAProxy's bounded-load consistent hashing (tools/check_scale.py says what is
+# measured). Installs nginx, HAProxy and wrk from Debian when missing, without starting their
+# system services. Ends with `scale checks: N passed, M failed`.
 #
 #   scripts/check-scale.sh              # builds target/release/medserve if it is missing
 #   SCALE_SKIP_BUILD=1 scripts/check-scale.sh
@@ -30,6 +31,7 @@ install_quietly() {
 missing=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 if [[ ${#missing[@]} -gt 0 ]]; then
     install_quietly "${missing[@]}"
 fi
@@ -43,5 +45,5 @@ fi
 data=$(mktemp -d)
 trap 'rm -rf "$data"' EXIT
 "$bin" sample-data "$data" >/dev/null
-log "nginx: $(nginx -v 2>&1)"
+log "nginx: $(nginx -v 2>&1); $(haproxy -v | head -n 1)"
 python3 tools/check_scale.py --bin "$bin" --data "$data"
