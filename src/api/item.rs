@@ -298,19 +298,20 @@ pub fn dataset<'a>(
         return Ok(found);
     }
     let base = found.base();
-    snap.datasets
-        .get(&format!("{base}@{v}"))
-        .ok_or_else(|| AppError::NotFound {
+    snap.datasets.get(&format!("{base}@{v}")).ok_or_else(|| {
+        let available: Vec<String> = snap
+            .versions(base)
+            .filter_map(|d| d.version().map(String::from))
+            .collect();
+        AppError::NotFound {
             what: "version",
             name: v.into(),
-            available: snap
-                .versions(base)
-                .filter_map(|d| d.version().map(String::from))
-                .collect(),
-            hint: found.version().is_none().then(|| {
+            hint: available.is_empty().then(|| {
                 format!("dataset '{base}' is not versioned (no dated folders); leave out version")
             }),
-        })
+            available,
+        }
+    })
 }
 
 /// A split by name; 404 listing the dataset's splits.
