@@ -312,7 +312,19 @@ impl From<StoreError> for AppError {
                      ListObjectVersions, `aws s3api list-object-versions`)"
                 )),
             },
-            StoreError::NoVersions(msg) => AppError::param("version_id", msg),
+            StoreError::NoVersions {
+                store,
+                key,
+                version_id,
+            } => AppError::NotFound {
+                what: "object-version",
+                name: version_id,
+                available: vec![],
+                hint: Some(format!(
+                    "object '{key}' is in {store}, which keeps no object versions; version ids \
+                     are for versioned S3 buckets"
+                )),
+            },
             StoreError::Unavailable(msg) => AppError::StorageUnavailable(msg),
         }
     }

@@ -410,7 +410,7 @@ fn readme_paths() -> Vec<String> {
     text.lines()
         .map(str::trim_start)
         .filter(|l| l.starts_with("curl ") && !l.contains("-X "))
-        // Object versions differ by design: a folder refuses a version id, and s3s-fs (which
+        // Object versions differ by design: a folder has none (404), and s3s-fs (which
         // keeps no versions) ignores it. tools/check_versions.py reads them from moto.
         .filter(|l| !l.contains("version_id="))
         .filter_map(|l| {

@@ -261,14 +261,13 @@ async fn wrong_versions_are_named_with_the_ones_there_are() {
         &format!("{item}/image?version_id=3HL4kqtJlcpXroDTDmJ"),
     )
     .await;
-    let p = assert_problem(&r, 400, "invalid-parameter");
-    assert_eq!(p["parameter"], "version_id", "{p}");
+    let p = assert_problem(&r, 404, "object-version-not-found");
     assert!(
         p["detail"].as_str().unwrap().contains("local folder"),
         "{p}"
     );
     let r = get(&app, &format!("{item}?label_version_id=x")).await;
-    let p = assert_problem(&r, 400, "invalid-parameter");
+    let p = assert_problem(&r, 404, "label-not-found");
     assert!(p["detail"].as_str().unwrap().contains("no mask"), "{p}");
     let r = get(&app, &format!("{item}/image?version_id=")).await;
     assert_problem(&r, 400, "invalid-parameter");

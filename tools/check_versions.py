@@ -13,7 +13,7 @@ two stored versions each. Checked:
     latest's, and asking again is answered from the cache (no new GET);
   * `label_version_id` reads the mask's first version (the volume route's label part);
   * an id the object does not have is 404 `object-version-not-found`; `label_version_id` on an
-    item without a mask is 400; a malformed id is 400.
+    item without a mask is 404 `label-not-found`; a malformed id is 400.
 Run by scripts/check-python.sh:
 
     python tools/check_versions.py --bin target/debug/medserve --data SAMPLE_DIR --work DIR
@@ -213,8 +213,8 @@ def main():
         check("an id the object does not have is 404 object-version-not-found",
               status == 404 and b"object-version-not-found" in body, f"{status} {body[:300]!r}")
         status, _, body = img("CXR~item", f"&label_version_id={v1}")
-        check("label_version_id on an item without a mask is 400",
-              status == 400 and b"label_version_id" in body, f"{status} {body[:300]!r}")
+        check("label_version_id on an item without a mask is 404 label-not-found",
+              status == 404 and b"label-not-found" in body, f"{status} {body[:300]!r}")
         status, _, body = img("CXR~item", "&version_id=a%20b")
         check("a malformed id is 400", status == 400 and b"version_id" in body,
               f"{status} {body[:300]!r}")

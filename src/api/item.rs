@@ -200,10 +200,15 @@ impl ItemRef {
         if let Some(v) = label {
             check_version_id("label_version_id", v)?;
             let Some(l) = &it.label else {
-                return Err(AppError::param(
-                    "label_version_id",
-                    format!("item '{}' has no mask object to read a version of", it.id),
-                ));
+                return Err(AppError::NotFound {
+                    what: "label",
+                    name: v.into(),
+                    available: vec![],
+                    hint: Some(format!(
+                        "item '{}' has no mask object to read a version of (label_version_id)",
+                        it.id
+                    )),
+                });
             };
             it.label = Some(pipeline.object_version(l, v).await?);
         }

@@ -83,7 +83,11 @@ impl LocalStore {
     fn latest_only<'a>(&self, at: ObjectAt<'a>) -> Result<&'a str, StoreError> {
         match at.version_id {
             None => Ok(at.key),
-            Some(_) => Err(StoreError::NoVersions("a local folder".into())),
+            Some(v) => Err(StoreError::NoVersions {
+                store: "a local folder",
+                key: at.key.into(),
+                version_id: v.into(),
+            }),
         }
     }
 }

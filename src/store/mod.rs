@@ -98,9 +98,13 @@ pub enum StoreError {
     /// No stored version of that id (or the store keeps none: an unversioned bucket).
     #[error("no version '{version_id}' of object '{key}'")]
     NoSuchVersion { key: String, version_id: String },
-    /// A version was asked of a store that keeps none (a local folder).
-    #[error("{0} keeps no object versions; version ids are for versioned S3 buckets")]
-    NoVersions(String),
+    /// A version was asked of a store that keeps none (a local folder): no such version.
+    #[error("no version '{version_id}' of object '{key}': {store} keeps no object versions")]
+    NoVersions {
+        store: &'static str,
+        key: String,
+        version_id: String,
+    },
     /// The backend cannot be reached or failed on its side.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
